@@ -1,0 +1,114 @@
+"""The ``bench`` command: ``bench <command> [hydra overrides]``.
+
+Commands: ``run`` (evaluate; ``-m`` for Hydra multirun), ``list`` (what is registered), ``data`` (generate or
+check a dataset), ``report`` (tables from the MLflow runs). User mistakes print ``bench: error: ...`` on one line
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from benchmark.errors import BenchError
+
+USAGE = """usage: bench <command> [overrides ...]
+
+commands:
+  run      evaluate a method on a dataset and log it to MLflow (bench run --help for groups and options)
+  list     print registered methods, datasets, experiments, mask providers and config group options
+  data     generate or check a dataset: bench data dataset=synface_proc
+  report   build tables from the MLflow runs into reports/: bench report
+
+Overrides use Hydra syntax: group=option, key=value, +new_key=value; `bench run -m` sweeps comma-separated values.
+"""
+
+
+def _hydra_task(cfg) -> float:
+    from benchmark import runner
+
+    try:
+        return runner.run(cfg)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cmd_run(args: list[str]) -> int:
+    import hydra
+
+    from benchmark.config import CONFIG_DIR, ROOT_CONFIG, validate_overrides
+
+    flags = {"-m", "--multirun"}
+    passthrough = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--package", "-p"}
+    if not passthrough & set(args):
+        validate_overrides([a for a in args if a not in flags])
+    main = hydra.main(config_path=str(CONFIG_DIR), config_name=ROOT_CONFIG, version_base="1.3")(_hydra_task)
+    argv, sys.argv = sys.argv, ["bench run", *args]
+    try:
+        main()
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def cmd_list(args: list[str]) -> int:
+    from benchmark.config import config_groups, group_options
+    from benchmark.registry import DATASETS, EXPERIMENTS, MASKS, METHODS
+
+    for registry in (METHODS, DATASETS, EXPERIMENTS, MASKS):
+        print(f"{registry.kind}s: {', '.join(registry.names())}")
+    for group in config_groups():
+        print(f"config group {group}: {', '.join(group_options(group))}")
+    return 0
+
+
+def cmd_data(args: list[str]) -> int:
+    from pathlib import Path
+
+    from benchmark.config import compose
+    from benchmark.registry import DATASETS
+    from benchmark.runner import plain
+
+    cfg = compose(args)
+    ds = cfg.dataset
+    factory = DATASETS.get(ds.name)
+    stats = factory.prepare(str(Path(ds.root)), **plain(ds.generate), **plain(ds.load))
+    print(f"dataset {ds.name} at {Path(ds.root).resolve()}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    return 0
+
+
+def cmd_report(args: list[str]) -> int:
+    from benchmark import report
+    from benchmark.config import compose
+
+    cfg = compose(args)
+    written = report.build(cfg)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": cmd_run, "list": cmd_list, "data": cmd_data, "report": cmd_report,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"bench: error: unknown command '{command}'; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command](rest)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

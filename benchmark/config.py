@@ -1,0 +1,83 @@
+"""Hydra composition of ``configs/`` with errors turned into one-line :class:`BenchError` messages."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig
+
+from benchmark.errors import BenchError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+ROOT_CONFIG = "run"
+
+
+def group_options(group: str) -> list[str]:
+    """Option names of a config group (the YAML files in ``configs/<group>/``)."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "local")
+
+
+def _one_line(err: Exception) -> str:
+    """A Hydra/OmegaConf error as one line, without the search-path dump."""
+    text = str(err).split("Config search path:")[0]
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        return f"unknown {group} option '{name}'; valid {group} options: {', '.join(group_options(group))}"
+    cause = f" ({err.__cause__})" if err.__cause__ else ""
+    return " ".join((text + cause).split())
+
+
+@contextlib.contextmanager
+def hydra_errors() -> Iterator[None]:
+    """Translate Hydra composition and override-parsing errors into :class:`BenchError`."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as err:
+        raise BenchError(_one_line(err)) from None
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose and resolve the root config with ``overrides`` (Hydra syntax), as ``bench run`` would for one run.
+
+    Resolving here surfaces missing mandatory values (``???``) and bad interpolations as one-line errors.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(ROOT_CONFIG, overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+        return cfg
+
+
+def validate_overrides(overrides: list[str]) -> None:
+    """Check overrides, expanding ``-m`` sweeps: each swept value is composed once, the others at their first."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with hydra_errors():
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for override in parsed:
+        key = override.get_key_element()
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [None]
+        choices.append([override.input_line if v is None else f"{key}={v}" for v in values])
+    first = [c[0] for c in choices]
+    seen = set()
+    for i, options in enumerate(choices):
+        for option in options:
+            combo = tuple(first[:i] + [option] + first[i + 1:])
+            if combo not in seen:
+                seen.add(combo)
+                compose(combo)

@@ -1,0 +1,61 @@
+"""The plugin protocol every shape method follows.
+
+A shape method is a class registered with ``@METHODS.register(name)``; its constructor takes the keys of its
+``configs/method/<name>.yaml`` (minus ``name``). The runner calls ``prepare(ctx)`` once (fit statistics, load or
+train weights), then ``reconstruct(batch)`` on batches of the evaluation split. Rotation methods (later) add
+``rotate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """What a shape method returns for a batch of ``B`` images of size ``H x W``.
+
+    Attributes:
+        depth: ``(B, H, W)`` depth in the input view (what SIDE/MAD score).
+        valid: ``(B, H, W)`` 1 where ``depth`` is defined (the render-validity mask).
+        canon_depth: ``(B, H, W)`` canonical-frame depth, when the method has one.
+        albedo: ``(B, 3, H, W)`` canonical albedo in [-1, 1], when the method has one.
+        view: ``(B, 6)`` predicted view, when the method has one.
+        light: ``(B, 4)`` predicted light, when the method has one.
+        extras: anything else worth logging (images keyed by name, latents, ...).
+    """
+
+    depth: Tensor
+    valid: Tensor
+    canon_depth: Tensor | None = None
+    albedo: Tensor | None = None
+    view: Tensor | None = None
+    light: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    """What a method may use while preparing: the device, the seed, a work folder and other splits of the data."""
+
+    device: torch.device
+    seed: int
+    work_dir: Path
+    load_split: Callable[[str], Dataset]
+    dataset_name: str
+
+
+class ShapeMethod:
+    """Base class for shape methods; subclasses implement :meth:`reconstruct` and optionally :meth:`prepare`."""
+
+    def prepare(self, ctx: PrepareContext) -> None:
+        """Fit whatever the method needs before evaluation (default: nothing)."""
+
+    def reconstruct(self, batch: dict[str, Tensor]) -> Reconstruction:  # pragma: no cover - interface
+        raise NotImplementedError
