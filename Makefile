@@ -30,7 +30,7 @@ test: install
 
 # Speed figures (pytest-benchmark); not part of the test run.
 benchmarks: install
-	$(BIN)/python -m pytest benchmarks -q --benchmark-only -p no:doctest
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
