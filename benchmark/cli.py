@@ -19,16 +19,20 @@ commands:
   list     print registered methods, datasets, experiments, mask providers and config group options
   data     generate or check a dataset: bench data dataset=synface_proc
   report   build tables from the MLflow runs into reports/: bench report
+  convert  StyleGAN2 checkpoint (.pt, .pkl) to safetensors: bench convert SRC DST.safetensors
 
 Overrides use Hydra syntax: group=option, key=value, +new_key=value; `bench run -m` sweeps comma-separated values.
 """
 
 
-def _hydra_task(cfg) -> float:
+def _hydra_task(cfg) -> dict[str, float]:
+    from hydra.core.hydra_config import HydraConfig
+
     from benchmark import runner
 
+    command = " ".join(["bench run", *HydraConfig.get().overrides.task])
     try:
-        return runner.run(cfg)
+        return runner.run(cfg, command=command)
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -42,7 +46,10 @@ def cmd_run(args: list[str]) -> int:
     flags = {"-m", "--multirun"}
     passthrough = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--package", "-p"}
     if not passthrough & set(args):
-        validate_overrides([a for a in args if a not in flags])
+        from benchmark.runner import preflight
+
+        for cfg in validate_overrides([a for a in args if a not in flags]):
+            preflight(cfg)
     main = hydra.main(config_path=str(CONFIG_DIR), config_name=ROOT_CONFIG, version_base="1.3")(_hydra_task)
     argv, sys.argv = sys.argv, ["bench run", *args]
     try:
@@ -66,6 +73,7 @@ def cmd_list(args: list[str]) -> int:
 def cmd_data(args: list[str]) -> int:
     from pathlib import Path
 
+    from benchmark import tracking
     from benchmark.config import compose
     from benchmark.registry import DATASETS
     from benchmark.runner import plain
@@ -73,8 +81,10 @@ def cmd_data(args: list[str]) -> int:
     cfg = compose(args)
     ds = cfg.dataset
     factory = DATASETS.get(ds.name)
-    stats = factory.prepare(str(Path(ds.root)), **plain(ds.generate), **plain(ds.load))
-    print(f"dataset {ds.name} at {Path(ds.root).resolve()}: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+    stats = tracking.flatten(factory.prepare(str(Path(ds.root)), **plain(ds.generate), **plain(ds.load)))
+    shown = {k: v for k, v in stats.items() if k.endswith(("size", "images", "images_per_second", "seconds")) or
+             k in ("train", "test")}
+    print(f"dataset {ds.name} at {Path(ds.root).resolve()}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
 
 
@@ -89,8 +99,19 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
+def cmd_convert(args: list[str]) -> int:
+    """``bench convert SRC DST.safetensors``: a rosinality .pt or NVlabs .pkl StyleGAN2 checkpoint to our format."""
+    if len(args) != 2 or any(a.startswith("-") for a in args):
+        raise BenchError("usage: bench convert SRC DST.safetensors  (SRC: rosinality .pt or NVlabs .pkl; the "
+                         "architecture goes to DST.json beside the weights)")
+    from methods.stylegan2.checkpoints import convert_checkpoint
+
+    print(f"wrote {convert_checkpoint(args[0], args[1])}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "run": cmd_run, "list": cmd_list, "data": cmd_data, "report": cmd_report,
+    "run": cmd_run, "list": cmd_list, "data": cmd_data, "report": cmd_report, "convert": cmd_convert,
 }
 
 

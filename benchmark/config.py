@@ -27,7 +27,7 @@ def config_groups() -> list[str]:
 def _one_line(err: Exception) -> str:
     """A Hydra/OmegaConf error as one line, without the search-path dump."""
     text = str(err).split("Config search path:")[0]
-    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    missing = re.search(r"Could not (?:find|load) '([^/']+)/([^']+)'", text)
     if missing:
         group, name = missing.groups()
         return f"unknown {group} option '{name}'; valid {group} options: {', '.join(group_options(group))}"
@@ -59,11 +59,17 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose(ROOT_CONFIG, overrides=list(overrides))
         OmegaConf.resolve(cfg)
-        return cfg
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise BenchError(f"no value for {', '.join(missing)}; set it on the command line, e.g. {missing[0]}=<value>")
+    return cfg
 
 
-def validate_overrides(overrides: list[str]) -> None:
-    """Check overrides, expanding ``-m`` sweeps: each swept value is composed once, the others at their first."""
+def validate_overrides(overrides: list[str]) -> list[DictConfig]:
+    """Check overrides, expanding ``-m`` sweeps: each swept value is composed once, the others at their first.
+
+    Returns the composed configs, for further checks by the caller.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     with hydra_errors():
@@ -74,10 +80,5 @@ def validate_overrides(overrides: list[str]) -> None:
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [None]
         choices.append([override.input_line if v is None else f"{key}={v}" for v in values])
     first = [c[0] for c in choices]
-    seen = set()
-    for i, options in enumerate(choices):
-        for option in options:
-            combo = tuple(first[:i] + [option] + first[i + 1:])
-            if combo not in seen:
-                seen.add(combo)
-                compose(combo)
+    combos = dict.fromkeys(tuple(first[:i] + [o] + first[i + 1:]) for i, opts in enumerate(choices) for o in opts)
+    return [compose(combo) for combo in combos or [()]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,15 +44,20 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def check_args(registry: Registry, name: str, args: dict[str, Any], origin: str) -> None:
+    """Raise a clear error if plugin ``name`` does not accept every key of ``args``."""
+    params = inspect.signature(registry.get(name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(args) - set(params))
+    if unknown:
+        raise BenchError(f"{registry.kind} '{name}' does not take {', '.join(unknown)} (from {origin}); it takes "
+                         f"{', '.join(p for p in params if p != 'self') or 'no arguments'}")
+
+
 def create_checked(registry: Registry, name: str, args: dict[str, Any], origin: str) -> Any:
     """``registry.create`` that turns arguments the plugin does not take into a clear error."""
-    factory = registry.get(name)
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(args) - set(params))
-        if unknown:
-            raise BenchError(f"{registry.kind} '{name}' does not take {', '.join(unknown)} (from {origin}); it takes "
-                             f"{', '.join(p for p in params if p != 'self') or 'no arguments'}")
+    check_args(registry, name, args, origin)
     return registry.create(name, **args)
 
 
@@ -67,6 +71,19 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def dataset_args(cfg: DictConfig, split: str, limit: int | None = None) -> dict[str, Any]:
+    return {"root": str(Path(cfg.dataset.root)), "split": split, "limit": limit, **plain(cfg.dataset.load)}
+
+
+def method_args(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in plain(cfg.method).items() if k != "name"}
+
+
+def method_origin(cfg: DictConfig) -> str:
+    label = ablation_label(cfg)
+    return f"method={cfg.method.name}" + ("" if label == "none" else f" with ablation={label}")
+
+
 @dataclass(frozen=True)
 class RunContext:
     """Everything an experiment function gets: the config, the device and the open MLflow run."""
@@ -76,35 +93,43 @@ class RunContext:
     tracker: tracking.Tracker
 
     def load_split(self, split: str, limit: int | None = None) -> Dataset:
-        ds = self.cfg.dataset
-        args = {"root": str(Path(ds.root)), "split": split, "limit": limit, **plain(ds.load)}
-        return create_checked(DATASETS, ds.name, args, f"dataset={ds.name}")
+        return create_checked(DATASETS, self.cfg.dataset.name, dataset_args(self.cfg, split, limit),
+                              f"dataset={self.cfg.dataset.name}")
 
     def create_method(self) -> Any:
-        args = {k: v for k, v in plain(self.cfg.method).items() if k != "name"}
-        origin = f"method={self.cfg.method.name}" + (f" with ablation={ablation_label(self.cfg)}"
-                                                     if self.cfg.ablations else "")
-        return create_checked(METHODS, self.cfg.method.name, args, origin)
+        return create_checked(METHODS, self.cfg.method.name, method_args(self.cfg), method_origin(self.cfg))
 
     @property
     def work_dir(self) -> Path:
         return Path(self.cfg.paths.work_dir)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Run the experiment ``cfg.experiment.name`` as one MLflow run and return its summary metrics."""
+def preflight(cfg: DictConfig) -> None:
+    """Config checks that need no data: known names, accepted arguments, an available device.
+
+    Mistakes found here are config errors and never open an MLflow run.
+    """
+    EXPERIMENTS.get(cfg.experiment.name)
+    check_args(METHODS, cfg.method.name, method_args(cfg), method_origin(cfg))
+    check_args(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.experiment.split), f"dataset={cfg.dataset.name}")
+    resolve_device(cfg.device.type)
+
+
+def run(cfg: DictConfig, command: str = "python API") -> dict[str, float]:
+    """Run the experiment ``cfg.experiment.name`` as one MLflow run and return its summary metrics.
+
+    ``command`` is recorded as the run's ``command`` tag: how to reproduce it.
+    """
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
-    # Fail on unknown names before a run is opened: these are config mistakes, not failed experiments.
+    preflight(cfg)
     experiment = EXPERIMENTS.get(cfg.experiment.name)
-    METHODS.get(cfg.method.name)
-    DATASETS.get(cfg.dataset.name)
     device = resolve_device(cfg.device.type)
     seed_everything(cfg.seed)
     label = ablation_label(cfg)
     tags = {
         "method": cfg.method.name, "dataset": cfg.dataset.name, "ablation": label,
         "experiment": cfg.experiment.name, "seed": cfg.seed, "device": str(device), "device_name": device_name(device),
-        "command": " ".join(["bench", *sys.argv[1:]]),
+        "command": command,
     }
     run_name = f"{cfg.method.name}-{cfg.dataset.name}" + ("" if label == "none" else f"-{label}")
     params = tracking.flatten(plain(cfg))

@@ -14,6 +14,7 @@ import os
 import platform
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -29,10 +30,12 @@ def resolve_uri(uri: str | None) -> str:
     local = _local_path(uri)
     if local is not None:
         folder = local.parent if uri.startswith("sqlite:") else local
-        probe = folder if folder.exists() else folder.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK):
-            raise BenchError(f"tracking location {local} is not writable; pass tracking.uri=sqlite:///<writable path>"
-                             " or set MLFLOW_TRACKING_URI")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as err:
+            raise BenchError(f"tracking location {local} is not writable ({err.strerror}); pass "
+                             "tracking.uri=sqlite:///<writable path> or set MLFLOW_TRACKING_URI") from None
     return uri
 
 

@@ -19,12 +19,14 @@ from benchmark.registry import MASKS
 
 @MASKS.register("gt")
 class GroundTruthMask:
-    """The dataset's own foreground mask: an oracle parser."""
+    """The dataset's own labels as an oracle parser: ``head_mask`` (the object without neck, like the original's
+    parser labels 1-14) when the dataset has it, else the foreground ``mask``."""
 
     def __call__(self, batch: dict) -> Tensor:
-        if "mask" not in batch:
-            raise BenchError("mask provider 'gt' needs a dataset with ground-truth masks; use mask=center or mask=grabcut")
-        return batch["mask"].float()
+        for key in ("head_mask", "mask"):
+            if key in batch:
+                return batch[key].float()
+        raise BenchError("mask provider 'gt' needs a dataset with ground-truth masks; use mask=center or mask=grabcut")
 
 
 @MASKS.register("center")

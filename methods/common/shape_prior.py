@@ -67,6 +67,8 @@ CATEGORY_BOX_ADJUST = {
     "car": _adjust_extend_down,
     "church": _adjust_extend_down,
     "cat": lambda box, h: box,
+    # synface_proc renders whole heads (cranium included) and its parser mask leaves out the neck: no adjustment
+    "synface_proc": lambda box, h: box,
     "none": lambda box, h: box,
 }
 

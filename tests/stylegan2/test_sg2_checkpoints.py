@@ -191,3 +191,16 @@ def test_load_latent_variants(tmp_path):
     torch.save(torch.randn(256), tmp_path / "short.pt")
     with pytest.raises(BenchError, match="style_dim is 512"):
         load_latent(tmp_path / "short.pt")
+
+
+def test_bench_convert_command(pt_file, nets, inputs, tmp_path, capsys):
+    from benchmark.cli import main
+
+    dst = tmp_path / "converted.safetensors"
+    assert main(["convert", str(pt_file), str(dst)]) == 0
+    assert dst.is_file() and dst.with_suffix(".json").is_file()
+    z = inputs[0]
+    with torch.no_grad():
+        assert torch.equal(load_generator(dst)(z)[0], nets[0](z)[0])
+    assert main(["convert", str(pt_file)]) == 2
+    assert "usage: bench convert" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""What every run leaves in MLflow: params, metrics, artifacts, tags, FAILED status, concurrent runs."""
+
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from benchmark import runner
+from benchmark.config import compose
+from benchmark.registry import METHODS
+from conftest import REPO, bench, tiny_overrides
+
+
+def run_once(tiny_synface, uri, *extra):
+    cfg = compose([f"tracking.uri={uri}", *tiny_overrides(tiny_synface), *extra])
+    return runner.run(cfg, command="test")
+
+
+def only_run(uri, experiment="shape_recon"):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return client, runs
+
+
+def test_run_records_params_metrics_artifacts_and_tags(workdir, tiny_synface):
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    summary = run_once(tiny_synface, uri, "method=ellipsoid", "ablation=flat_init", "seed=3")
+    client, runs = only_run(uri)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert params["method.name"] == "ellipsoid" and params["method.shape_prior.kind"] == "flat"
+    assert params["seed"] == "3" and params["dataset.root"] == str(tiny_synface)
+    for key in ("side_mean", "side_std", "mad_mean", "mad_std", "mad_exact_mean", "mad_exact_std", "n_images",
+                "wall_time_s"):
+        assert key in metrics
+    assert metrics["side_mean"] == pytest.approx(summary["side_mean"])
+    assert metrics["n_images"] == 30
+    assert tags["ablation"] == "flat_init" and tags["seed"] == "3" and tags["device"] == "cpu"
+    assert len(tags["git_commit"]) >= 7 and tags["command"] == "test"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"per_image.csv", "config.yaml", "samples"} <= artifacts
+    local = client.download_artifacts(run.info.run_id, "per_image.csv", str(workdir))
+    rows = list(csv.DictReader(open(local)))
+    assert len(rows) == 30 and {"name", "side", "mad", "mad_exact"} <= set(rows[0])
+    assert sum(float(r["side"]) for r in rows) / 30 == pytest.approx(metrics["side_mean"], rel=1e-6)
+    pngs = client.list_artifacts(run.info.run_id, "samples")
+    assert pngs and pngs[0].path.endswith(".png")
+
+
+def test_default_store_is_in_the_working_directory(workdir, tiny_synface):
+    cfg = compose(["method=const_depth", *tiny_overrides(tiny_synface)])
+    runner.run(cfg)
+    assert (workdir / "mlflow.db").is_file()
+    assert only_run(f"sqlite:///{workdir / 'mlflow.db'}")[1][0].info.status == "FINISHED"
+
+
+def test_environment_variable_selects_the_store(workdir, tiny_synface, monkeypatch):
+    uri = f"sqlite:///{workdir / 'env.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    runner.run(compose(["method=const_depth", *tiny_overrides(tiny_synface)]))
+    assert not (workdir / "mlflow.db").exists()
+    assert len(only_run(uri)[1]) == 1
+
+
+class Exploding:
+    def __init__(self, depth=1.0):
+        pass
+
+    def prepare(self, ctx):
+        pass
+
+    def reconstruct(self, batch):
+        raise RuntimeError("boom in reconstruct")
+
+
+def test_a_run_that_raises_is_marked_failed(workdir, tiny_synface, monkeypatch):
+    METHODS.names()  # load the built-ins first, then add the test plugin for this test only
+    monkeypatch.setitem(METHODS._entries, "_exploding_for_tests", Exploding)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    with pytest.raises(RuntimeError, match="boom"):
+        run_once(tiny_synface, uri, "method=const_depth", "method.name=_exploding_for_tests")
+    _, runs = only_run(uri)
+    assert runs[0].info.status == "FAILED"
+    assert "boom in reconstruct" in runs[0].data.tags["error"]
+    assert "side_mean" not in runs[0].data.metrics
+
+
+def test_same_config_and_seed_repeat_exactly(workdir, tiny_synface):
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    a = run_once(tiny_synface, uri, "method=avg_depth")
+    b = run_once(tiny_synface, uri, "method=avg_depth")
+    assert a == b
+
+
+def test_two_processes_started_together_are_both_recorded(workdir, tiny_synface):
+    uri = f"sqlite:///{workdir / 'fresh.db'}"  # a store neither process has seen: both race to create it
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", f"tracking.uri={uri}", *tiny_overrides(tiny_synface)]
+    procs = [subprocess.Popen([*cmd, f"method={m}"], cwd=workdir, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for m in ("const_depth", "ellipsoid")]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    _, runs = only_run(uri)
+    assert sorted(r.data.tags["method"] for r in runs) == ["const_depth", "ellipsoid"]
+    assert all(r.info.status == "FINISHED" for r in runs)
