@@ -8,6 +8,7 @@ train weights), then ``reconstruct(batch)`` on batches of the evaluation split. 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -51,11 +52,12 @@ class PrepareContext:
     dataset_name: str
 
 
-class ShapeMethod:
+class ShapeMethod(ABC):
     """Base class for shape methods; subclasses implement :meth:`reconstruct` and optionally :meth:`prepare`."""
 
     def prepare(self, ctx: PrepareContext) -> None:
         """Fit whatever the method needs before evaluation (default: nothing)."""
 
-    def reconstruct(self, batch: dict[str, Tensor]) -> Reconstruction:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def reconstruct(self, batch: dict[str, Tensor]) -> Reconstruction:
+        """Reconstruct a batch (``image`` ``(B, 3, H, W)`` and whatever else the dataset provides)."""

@@ -8,7 +8,7 @@ it pickles as a call ``torch_utils.persistence._reconstruct_persistent_obj(meta)
 ``_init_args``, ``_init_kwargs``, plain attributes). Keyword arguments are ``dnnlib.util.EasyDict`` objects.
 
 :class:`RestrictedUnpickler` never imports a module named in the pickle. It maps the persistence call to an inert
-:class:`PersistentStub` that only records the class name, init arguments and state (the tensors), maps ``EasyDict``
+:class:`PersistentRecord` that only records the class name, init arguments and state (the tensors), maps ``EasyDict``
 to a plain dict subclass, and allows only tensor and storage rebuilding (storage bytes go through
 ``torch.load(weights_only=True)``), ``collections.OrderedDict``, numeric numpy scalars and torch dtypes. Any other
 global (``os.system``, ``builtins.eval``, a TF-era ``dnnlib.tflib`` network, ...) is refused with a
@@ -41,26 +41,26 @@ from torch import Tensor
 
 from benchmark.errors import BenchError
 
-__all__ = ["PersistentStub", "EasyDictStub", "RestrictedUnpickler", "load_network_pickle",
+__all__ = ["PersistentRecord", "EasyDictRecord", "RestrictedUnpickler", "load_network_pickle",
            "generator_to_rosinality", "discriminator_to_rosinality", "read_nvlabs_pickle"]
 
 _FIX = ("Fix: pass an official NVlabs stylegan2-ada-pytorch network pickle (with G_ema and D), or convert the file "
         "to a rosinality .pt (keys g_ema, d) in an environment you trust.")
 
 
-class PersistentStub:
+class PersistentRecord:
     """Inert stand-in for a ``torch_utils.persistence`` object: class name, init arguments and state only."""
 
     def __init__(self, class_name: str, init_args: tuple, init_kwargs: dict, state: dict):
         self.class_name, self.init_args, self.init_kwargs, self.state = class_name, init_args, init_kwargs, state
 
     def __repr__(self) -> str:
-        return f"PersistentStub({self.class_name!r})"
+        return f"PersistentRecord({self.class_name!r})"
 
-    def child(self, name: str) -> PersistentStub | None:
+    def child(self, name: str) -> PersistentRecord | None:
         """The sub-module ``name`` from ``state['_modules']``, or None."""
         child = (self.state.get("_modules") or {}).get(name)
-        return child if isinstance(child, PersistentStub) else None
+        return child if isinstance(child, PersistentRecord) else None
 
     def tensors(self, prefix: str = "") -> dict[str, Tensor]:
         """All parameters and buffers of this object and its sub-modules, keyed like a ``state_dict``."""
@@ -70,23 +70,23 @@ class PersistentStub:
                 if isinstance(value, Tensor):
                     out[prefix + name] = value
         for name, child in (self.state.get("_modules") or {}).items():
-            if isinstance(child, PersistentStub):
+            if isinstance(child, PersistentRecord):
                 out.update(child.tensors(f"{prefix}{name}."))
         return out
 
 
-class EasyDictStub(dict):
+class EasyDictRecord(dict):
     """Plain dict standing in for ``dnnlib.util.EasyDict`` (attribute access is not needed here)."""
 
 
-def _reconstruct_stub(meta: Any) -> PersistentStub:
+def _reconstruct_record(meta: Any) -> PersistentRecord:
     """Replacement for ``_reconstruct_persistent_obj``: keep the data, never ``exec`` ``meta['module_src']``."""
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state", {}), dict):
         raise pickle.UnpicklingError("persistence record is not a class record with a dict state")
     state = dict(meta.get("state") or {})
     init_args = meta.get("init_args", state.get("_init_args", ()))
     init_kwargs = meta.get("init_kwargs", state.get("_init_kwargs", {}))
-    return PersistentStub(str(meta.get("class_name", "?")), tuple(init_args or ()), dict(init_kwargs or {}), state)
+    return PersistentRecord(str(meta.get("class_name", "?")), tuple(init_args or ()), dict(init_kwargs or {}), state)
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
@@ -133,9 +133,9 @@ def _allowed(module: str, name: str) -> Any:
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_stub,
-        ("dnnlib.util", "EasyDict"): EasyDictStub,
-        ("dnnlib", "EasyDict"): EasyDictStub,
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_record,
+        ("dnnlib.util", "EasyDict"): EasyDictRecord,
+        ("dnnlib", "EasyDict"): EasyDictRecord,
         ("numpy.core.multiarray", "scalar"): _numpy_scalar,
         ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     }
@@ -172,7 +172,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_network_pickle(path: str | Path) -> dict:
-    """Unpickle an NVlabs network ``.pkl`` into a dict of :class:`PersistentStub` (keys ``G_ema``, ``D``, ...)."""
+    """Unpickle an NVlabs network ``.pkl`` into a dict of :class:`PersistentRecord` (keys ``G_ema``, ``D``, ...)."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"checkpoint file not found: {path}. Fix: check the path.")
@@ -183,7 +183,7 @@ def load_network_pickle(path: str | Path) -> dict:
         raise
     except Exception as e:  # malformed pickles raise many types
         raise BenchError(f"{path}: cannot read the pickle ({type(e).__name__}: {e}). {_FIX}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentStub):
+    if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentRecord):
         keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise BenchError(f"{path}: not a stylegan2-ada network pickle: no 'G_ema' network (found {keys}). {_FIX}")
     return data
@@ -222,13 +222,13 @@ def _torgb(out: dict, t: dict, ros: str, nv: str, src: str, up_filter: Tensor | 
         out[f"{ros}.upsample.kernel"] = up_filter * 4
 
 
-def _number(stub: PersistentStub | None, attr: str, default):
-    value = stub.state.get(attr, default) if stub is not None else default
+def _number(record: PersistentRecord | None, attr: str, default):
+    value = record.state.get(attr, default) if record is not None else default
     return value if isinstance(value, (int, float)) or value is None else default
 
 
-def generator_to_rosinality(g: PersistentStub, src: str = "G_ema") -> tuple[dict[str, Tensor], Tensor | None, float]:
-    """NVlabs ``Generator`` stub -> (rosinality state_dict, ``latent_avg`` (D,) or None, mapping lr multiplier)."""
+def generator_to_rosinality(g: PersistentRecord, src: str = "G_ema") -> tuple[dict[str, Tensor], Tensor | None, float]:
+    """NVlabs ``Generator`` record -> (rosinality state_dict, ``latent_avg`` (D,) or None, mapping lr multiplier)."""
     t = g.tensors()
     if "mapping.embed.weight" in t:
         raise BenchError(f"{src}: conditional generators (c_dim > 0) are not supported. {_FIX}")
@@ -263,8 +263,8 @@ def generator_to_rosinality(g: PersistentStub, src: str = "G_ema") -> tuple[dict
     return out, latent_avg, lr_mlp
 
 
-def discriminator_to_rosinality(d: PersistentStub, src: str = "D") -> tuple[dict[str, Tensor], int | None, int]:
-    """NVlabs ``Discriminator`` stub -> (rosinality state_dict, minibatch-std group size, its channel count)."""
+def discriminator_to_rosinality(d: PersistentRecord, src: str = "D") -> tuple[dict[str, Tensor], int | None, int]:
+    """NVlabs ``Discriminator`` record -> (rosinality state_dict, minibatch-std group size, its channel count)."""
     t = d.tensors()
     if any(k.startswith(("mapping.", "b4.cmap")) for k in t) or t.get("b4.out.weight", torch.zeros(1, 1)).shape[0] != 1:
         raise BenchError(f"{src}: conditional discriminators (c_dim > 0) are not supported. {_FIX}")
@@ -301,7 +301,7 @@ def read_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
     g_ema, latent_avg, lr_mlp = generator_to_rosinality(data["G_ema"], f"{path}: G_ema")
     result: dict[str, Any] = {"g_ema": g_ema, "latent_avg": latent_avg, "lr_mlp": lr_mlp, "d": None,
                               "stddev_group": 4, "stddev_feat": 1}
-    if isinstance(data.get("D"), PersistentStub):
+    if isinstance(data.get("D"), PersistentRecord):
         d, group, feat = discriminator_to_rosinality(data["D"], f"{path}: D")
         result.update(d=d, stddev_group=group, stddev_feat=feat)
     if not math.isfinite(lr_mlp) or lr_mlp <= 0:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from benchmark.errors import BenchError
 from methods.stylegan2.checkpoints import convert_checkpoint, load_discriminator, load_generator, read_checkpoint
-from methods.stylegan2.nvlabs import PersistentStub, load_network_pickle
+from methods.stylegan2.nvlabs import PersistentRecord, load_network_pickle
 
 RES, W_DIM, N_MAP, LR_MAP = 16, 16, 2, 0.05
 CHANNELS = {4: 16, 8: 12, 16: 8}
@@ -315,11 +315,11 @@ def assert_nothing_imported_or_executed(nv):
     assert list(nv["flags"].iterdir()) == []
 
 
-def test_restricted_unpickler_builds_inert_stubs(nv):
+def test_restricted_unpickler_builds_inert_records(nv):
     data = load_network_pickle(nv["pkl"])
     assert_nothing_imported_or_executed(nv)
     g = data["G_ema"]
-    assert isinstance(g, PersistentStub) and g.class_name == "Generator"
+    assert isinstance(g, PersistentRecord) and g.class_name == "Generator"
     assert g.init_kwargs["mapping_kwargs"] == {"num_layers": N_MAP, "lr_multiplier": LR_MAP}
     assert data["training_set_kwargs"] == {"resolution": RES, "xflip": False}
     fc0 = g.child("mapping").child("fc0")
