@@ -20,6 +20,8 @@ commands:
   data     generate or check a dataset: bench data dataset=synface_proc
   report   build tables from the MLflow runs into reports/: bench report
   convert  StyleGAN2 checkpoint (.pt, .pkl) to safetensors: bench convert SRC DST.safetensors
+  sample   StyleGAN2 samples and their W latents: bench sample n=16 out_dir=samples
+  invert   project real images into W (latents GAN2Shape reads): bench invert input=<image or folder>
 
 Overrides use Hydra syntax: group=option, key=value, +new_key=value; `bench run -m` sweeps comma-separated values.
 """
@@ -110,8 +112,21 @@ def cmd_convert(args: list[str]) -> int:
     return 0
 
 
+def cmd_sample(args: list[str]) -> int:
+    from benchmark.sampling import sample_command
+
+    return sample_command(args)
+
+
+def cmd_invert(args: list[str]) -> int:
+    from benchmark.sampling import invert_command
+
+    return invert_command(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": cmd_run, "list": cmd_list, "data": cmd_data, "report": cmd_report, "convert": cmd_convert,
+    "sample": cmd_sample, "invert": cmd_invert,
 }
 
 
