@@ -19,6 +19,7 @@ commands:
   list     print registered methods, datasets, experiments, mask providers and config group options
   data     generate or check a dataset: bench data dataset=synface_proc
   report   build tables from the MLflow runs into reports/: bench report
+  train    train a model the methods need: bench train model=stylegan2_32 dataset=synface_proc
   convert  StyleGAN2 checkpoint (.pt, .pkl) to safetensors: bench convert SRC DST.safetensors
   sample   StyleGAN2 samples and their W latents: bench sample n=16 out_dir=samples
   invert   project real images into W (latents GAN2Shape reads): bench invert input=<image or folder>
@@ -112,6 +113,12 @@ def cmd_convert(args: list[str]) -> int:
     return 0
 
 
+def cmd_train(args: list[str]) -> int:
+    from benchmark.train import train_command
+
+    return train_command(args)
+
+
 def cmd_sample(args: list[str]) -> int:
     from benchmark.sampling import sample_command
 
@@ -126,7 +133,7 @@ def cmd_invert(args: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": cmd_run, "list": cmd_list, "data": cmd_data, "report": cmd_report, "convert": cmd_convert,
-    "sample": cmd_sample, "invert": cmd_invert,
+    "train": cmd_train, "sample": cmd_sample, "invert": cmd_invert,
 }
 
 

@@ -36,7 +36,7 @@ from benchmark.errors import BenchError
 from .model import Discriminator, Generator, stylegan2_channels
 
 __all__ = ["FORMAT", "StyleGAN2Checkpoint", "infer_generator_config", "infer_discriminator_config",
-           "read_checkpoint", "convert_checkpoint", "load_generator", "load_discriminator", "load_latent"]
+           "read_checkpoint", "convert_checkpoint", "save_networks", "load_generator", "load_discriminator", "load_latent"]
 
 FORMAT = "gan2shape-bench.stylegan2"
 FORMAT_VERSION = 1
@@ -320,7 +320,6 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
         raise BenchError(f"output {dst} must end in .safetensors (the architecture goes to {dst.stem}.json beside it).")
     if dst.resolve() == src.resolve():
         raise BenchError(f"output {dst} is the input file. Fix: choose another output path.")
-    from safetensors.torch import save_file
 
     ckpt = read_checkpoint(src)
     tensors = {f"g_ema.{k}": v for k, v in ckpt.g_ema.items()}
@@ -336,10 +335,42 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
             "discriminator": ckpt.d_config, "has_latent_avg": ckpt.latent_avg is not None,
             "source": {"file": src.name, "path": str(src.resolve()), "format": ckpt.source_format,
                        "sha256": _sha256(src)}}
+    return _write_ours(dst, tensors, meta)
+
+
+def _write_ours(dst: Path, tensors: dict[str, Tensor], meta: dict) -> Path:
+    """Write our format: ``dst`` (.safetensors) and its JSON sidecar, each atomically (tmp file + os.replace)."""
+    import os
+
+    from safetensors.torch import save_file
+
     dst.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(dst), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-    _sidecar(dst).write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    os.replace(tmp, dst)
+    side_tmp = _sidecar(dst).with_name(_sidecar(dst).name + ".tmp")
+    side_tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(side_tmp, _sidecar(dst))
     return dst
+
+
+def save_networks(dst: str | Path, generator: Generator, discriminator: Discriminator | None, card: dict,
+                  latent_avg: Tensor | None = None) -> Path:
+    """Export trained networks in our format: ``g_ema.*`` / ``d.*`` / ``latent_avg`` tensors in ``dst``
+    (.safetensors) and a sidecar with the architectures plus ``card`` (the model card) under ``"training"``."""
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise BenchError(f"output {dst} must end in .safetensors (the architecture goes to {dst.stem}.json beside it).")
+    tensors = {f"g_ema.{k}": v for k, v in generator.state_dict().items()}
+    if discriminator is not None:
+        tensors.update({f"d.{k}": v for k, v in discriminator.state_dict().items()})
+    if latent_avg is not None:
+        tensors["latent_avg"] = latent_avg.reshape(-1)
+    tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in tensors.items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": generator.config(),
+            "discriminator": discriminator.config() if discriminator is not None else None,
+            "has_latent_avg": latent_avg is not None, "source": {"format": "trained"}, "training": card}
+    return _write_ours(dst, tensors, meta)
 
 
 def load_latent(path: str | Path, device: str | torch.device = "cpu", style_dim: int | None = 512) -> Tensor:

@@ -9,6 +9,12 @@ Additions over upstream, following GAN2Shape's vendored copy: ``input_is_w`` (W 
 default (``randomize_noise=False``), ``style_forward`` (partial mapping) and ``Discriminator.forward(x, ftr_num)``
 (intermediate features). Channel widths can be capped (``max_channels``) or given per resolution (``channels``)
 to build tiny models. Images are (B, 3, S, S) in about [-1, 1].
+
+Two computation paths give the same maths (see :mod:`.ops`): the default fast path (depthwise (transposed)
+convolutions instead of zero-stuffing ``upfirdn2d``; modulated convs as ``conv(x * s, w) * d``, one batched
+convolution with the shared weight; bias, noise, demodulation and the sqrt(2) gain folded into one ``addcmul`` or
+into the conv weights, then an in-place leaky ReLU) and the reference path (``ops.reference_path()``), which runs
+the straightforward port: generic ``upfirdn2d`` and grouped convolutions with per-sample weights.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ops import fused_leaky_relu, make_kernel, modulate_weight, upfirdn2d
+from .ops import demodulation, fast_path_enabled, fused_leaky_relu, make_kernel, modulate_weight, upfirdn2d, upfirdn2d_fast
 
 __all__ = [
     "stylegan2_channels", "PixelNorm", "Blur", "Upsample", "FusedLeakyReLU", "EqualConv2d", "EqualLinear",
@@ -84,6 +90,8 @@ class Blur(nn.Module):
         self.pad = pad
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_path_enabled():
+            return upfirdn2d_fast(x, self.kernel, pad=self.pad)
         return upfirdn2d(x, self.kernel, pad=self.pad)
 
 
@@ -98,6 +106,8 @@ class Upsample(nn.Module):
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_path_enabled():
+            return upfirdn2d_fast(x, self.kernel, up=self.factor, pad=self.pad)
         return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
 
 
@@ -174,10 +184,32 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
 
+    def forward_undemodulated(self, x: Tensor, style: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Fast path: ``(conv(x * s, w), d)`` with the demodulation factors ``d`` (B, O) (None without demodulation).
+
+        ``forward`` is ``out * d`` per output channel; callers fold ``d`` into their own epilogue. Modulating the
+        input instead of the weight runs the batch as one ordinary convolution with the shared weight.
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channel:
+            raise ValueError(f"expected {self.in_channel} input channels, got {tuple(x.shape)}")
+        s = self.modulation(style)
+        weight = self.weight * self.scale
+        d = demodulation(weight, s) if self.demodulate else None
+        x = x * s[:, :, None, None]
+        if self.upsample:  # transposed conv wants (in, out, k, k); the blur is one depthwise conv
+            out = F.conv_transpose2d(x, weight[0].transpose(0, 1), stride=2)
+            out = upfirdn2d_fast(out, self.blur.kernel, pad=self.blur.pad)
+        else:
+            out = F.conv2d(x, weight[0], padding=self.padding)
+        return out, d
+
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         b, c, h, w = x.shape
         if c != self.in_channel:
             raise ValueError(f"expected {self.in_channel} input channels, got {tuple(x.shape)}")
+        if fast_path_enabled():
+            out, d = self.forward_undemodulated(x, style)
+            return out if d is None else out * d[:, :, None, None]
         weight = modulate_weight(self.weight * self.scale, self.modulation(style), self.demodulate)
         k, o = self.kernel_size, self.out_channel
         x = x.reshape(1, b * c, h, w)
@@ -225,7 +257,16 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channel)
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise=noise))
+        act = self.activate
+        if not fast_path_enabled() or act.scale <= 0 or act.negative_slope <= 0:
+            return act(self.noise(self.conv(x, style), noise=noise))
+        # scale * lrelu(out * d + nw * noise + b) == lrelu(out * (scale * d) + scale * (nw * noise + b)), scale > 0
+        out, d = self.conv.forward_undemodulated(x, style)
+        if noise is None:
+            noise = torch.randn(out.shape[0], 1, out.shape[2], out.shape[3], dtype=out.dtype, device=out.device)
+        shift = (self.noise.weight * noise + act.bias.view(1, -1, 1, 1)) * act.scale
+        gain = act.scale if d is None else (d * act.scale)[:, :, None, None]
+        return F.leaky_relu(torch.addcmul(shift, out, gain), act.negative_slope, inplace=True)
 
 
 class ToRGB(nn.Module):
@@ -239,7 +280,17 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.conv(x, style) + self.bias
+        conv = self.conv
+        if fast_path_enabled() and conv.kernel_size == 1 and not conv.demodulate and not conv.upsample:
+            # a 1x1 modulated conv is a batched matmul: (B, 3, I) @ (B, I, H*W), bias fused
+            b, c, h, w = x.shape
+            if c != conv.in_channel:
+                raise ValueError(f"expected {conv.in_channel} input channels, got {tuple(x.shape)}")
+            weight = conv.weight[0, :, :, 0, 0] * conv.scale
+            out = torch.baddbmm(self.bias.view(1, -1, 1), weight * conv.modulation(style)[:, None, :],
+                                x.reshape(b, c, h * w)).view(b, -1, h, w)
+        else:
+            out = self.conv(x, style) + self.bias
         return out if skip is None else out + self.upsample(skip)
 
 
@@ -401,6 +452,34 @@ class ConvLayer(nn.Sequential):
             layers.append(FusedLeakyReLU(out_channel))
         super().__init__(*layers)
 
+    def forward(self, x: Tensor) -> Tensor:
+        if not fast_path_enabled():
+            return super().forward(x)
+        return self.forward_fast(x)
+
+    def forward_fast(self, x: Tensor, gain: float = 1.0) -> Tensor:
+        """``gain * self(x)`` (gain > 0) on the fast path: depthwise blur (strided when it feeds a 1x1 stride-2 conv),
+        then one convolution with the equalised scale, the activation gain and the bias folded into its weights."""
+        conv: EqualConv2d = self[1] if isinstance(self[0], Blur) else self[0]
+        act = self[-1] if isinstance(self[-1], FusedLeakyReLU) else None
+        stride = conv.stride
+        if isinstance(self[0], Blur):
+            k = conv.weight.shape[-1]
+            if k == 1 and conv.padding == 0:  # a 1x1 stride-s conv only reads every s-th blurred sample
+                x, stride = upfirdn2d_fast(x, self[0].kernel, down=stride, pad=self[0].pad), 1
+            else:
+                x = upfirdn2d_fast(x, self[0].kernel, pad=self[0].pad)
+        if act is None:
+            return F.conv2d(x, conv.weight * (conv.scale * gain), None if conv.bias is None else conv.bias * gain,
+                            stride=stride, padding=conv.padding)
+        if act.scale <= 0 or act.negative_slope <= 0:  # activation not positively homogeneous: no folding
+            out = act(F.conv2d(x, conv.weight * conv.scale, conv.bias, stride=stride, padding=conv.padding))
+            return out if gain == 1 else out * gain
+        # gain * scale * lrelu(conv + b) == lrelu(conv(x, w * gain * scale) + b * gain * scale) for positive gains
+        g = gain * act.scale
+        out = F.conv2d(x, conv.weight * (conv.scale * g), act.bias * g, stride=stride, padding=conv.padding)
+        return F.leaky_relu(out, act.negative_slope, inplace=True)
+
 
 class ResBlock(nn.Module):
     """Residual downsampling block (B, in, H, W) -> (B, out, H/2, W/2): ``(conv2(conv1(x)) + skip(x)) / sqrt(2)``."""
@@ -413,6 +492,9 @@ class ResBlock(nn.Module):
                               bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if fast_path_enabled():  # the 1/sqrt(2) is folded into both branches' weights
+            g = 1 / math.sqrt(2)
+            return self.conv2.forward_fast(self.conv1(x), g) + self.skip.forward_fast(x, g)
         return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)
 
 
