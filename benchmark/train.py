@@ -158,6 +158,7 @@ def train_command(overrides: list[str]) -> int:
     params = tracking.flatten(plain(cfg))
     run_name = f"{cfg.model.name}-{cfg.dataset.name}"
     started = time.time()
+    commit = tracking.git_commit()  # the code this invocation runs, whatever is committed while it trains
     wall_before = float(state.extra.get("wall_time_s", 0.0))
     last: dict[str, float] = {}
     summary: dict[str, Any] = {}
@@ -180,7 +181,7 @@ def train_command(overrides: list[str]) -> int:
             scores = swd(real_eval[:n_eval], fakes, **swd_kw)
             tracker.log_metrics(scores, step=state.step)
             summary.update(scores)
-            card = {"command": command, "dataset": data_info, "commit": tracking.git_commit(),
+            card = {"command": command, "dataset": data_info, "commit": commit,
                     "device": device_name(device), "wall_time_s": wall_before + time.time() - started,
                     "iterations": state.step, "batch_size": tcfg.batch_size, "seed": int(cfg.seed),
                     "train_config": plain(cfg.model), "swd": scores, "swd_real_floor": floor,
