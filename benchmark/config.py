@@ -47,8 +47,8 @@ def hydra_errors() -> Iterator[None]:
         raise BenchError(_one_line(err)) from None
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose and resolve the root config with ``overrides`` (Hydra syntax), as ``bench run`` would for one run.
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = ROOT_CONFIG) -> DictConfig:
+    """Compose and resolve ``configs/<config_name>.yaml`` (default: the ``bench run`` root) with ``overrides``.
 
     Resolving here surfaces missing mandatory values (``???``) and bad interpolations as one-line errors.
     """
@@ -57,7 +57,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from omegaconf import OmegaConf
 
     with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(ROOT_CONFIG, overrides=list(overrides))
+        cfg = hydra_compose(config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:

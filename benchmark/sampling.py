@@ -17,29 +17,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from benchmark.config import compose
 from benchmark.errors import BenchError
 
-__all__ = ["compose_config", "load_gan", "save_latent", "sample_command", "invert_command"]
+__all__ = ["load_gan", "save_latent", "sample_command", "invert_command"]
 
 CHECKPOINT_HELP = ("Fix: train one with `bench train model=stylegan2_32 dataset=synface_proc`, convert a "
                    "rosinality .pt or NVlabs .pkl with `bench convert SRC DST.safetensors`, or point "
                    "gan.checkpoint=<path> at one.")
-
-
-def compose_config(name: str, overrides: list[str]) -> DictConfig:
-    """Compose ``configs/<name>.yaml`` with Hydra ``overrides``, resolved; missing ``???`` values are errors."""
-    from hydra import compose, initialize_config_dir
-
-    from benchmark.config import CONFIG_DIR, hydra_errors
-
-    with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(name, overrides=list(overrides))
-        OmegaConf.resolve(cfg)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise BenchError(f"bench {name}: no value for {', '.join(missing)}; set it on the command line, e.g. "
-                         f"bench {name} {missing[0]}=<value>")
-    return cfg
 
 
 def load_gan(path: str, device: torch.device, with_discriminator: bool = False):
@@ -94,7 +79,7 @@ def sample_command(overrides: list[str]) -> int:
     """``bench sample [n=16] [truncation=1.0] [out_dir=...]``: sample_XXXX.png + sample_XXXX.pt + grid.png."""
     from benchmark.visualize import grid, image_to_uint8
 
-    cfg = compose_config("sample", overrides)
+    cfg = compose(overrides, config_name="sample")
     _positive(cfg, "n", "batch_size")
     if not 0 <= float(cfg.truncation) <= 1:
         raise BenchError(f"truncation must be in [0, 1], got {cfg.truncation}")
@@ -158,7 +143,7 @@ def invert_command(overrides: list[str]) -> int:
     from benchmark.visualize import grid, image_to_uint8
     from methods.stylegan2.inversion import project
 
-    cfg = compose_config("invert", overrides)
+    cfg = compose(overrides, config_name="invert")
     _positive(cfg, "steps", "batch_size", "w_avg_samples", "log_every")
     if cfg.pixel_loss not in ("l1", "mse"):
         raise BenchError(f"pixel_loss must be l1 or mse, got {cfg.pixel_loss!r}")

@@ -22,27 +22,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from benchmark.config import CONFIG_DIR, hydra_errors
+from benchmark.config import compose
 from benchmark.errors import BenchError
 from benchmark.runner import device_name, plain, resolve_device, seed_everything
 
 TRAIN_CONFIG = "train"
 _TRAIN_KEYS = ("batch_size", "lr", "r1_gamma", "d_reg_every", "path_regularize", "g_reg_every", "mixing",
                "ema_half_life_kimg", "flip", "amp")
-
-
-def compose_train(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose and resolve ``configs/train.yaml`` with Hydra ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(TRAIN_CONFIG, overrides=list(overrides))
-        OmegaConf.resolve(cfg)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise BenchError(f"no value for {', '.join(missing)}; set it on the command line, e.g. {missing[0]}=<value>")
-    return cfg
 
 
 def model_configs(model: DictConfig) -> tuple[dict, dict]:
@@ -111,7 +97,7 @@ def train_command(overrides: list[str]) -> int:
     from methods.stylegan2.checkpoints import save_networks
     from metrics.swd import swd, swd_real_floor
 
-    cfg = compose_train(overrides)
+    cfg = compose(overrides, config_name=TRAIN_CONFIG)
     if cfg.model.arch != "stylegan2":
         raise BenchError(f"bench train supports model arch stylegan2, got {cfg.model.arch}")
     device = resolve_device(cfg.device.type)
