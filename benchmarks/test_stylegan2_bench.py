@@ -101,3 +101,28 @@ def test_training_iteration_b32(benchmark, size, path, device):
     with path_context(path):
         train_iteration(g, d, g_opt, d_opt, real, device)
         benchmark.pedantic(train_iteration, args=(g, d, g_opt, d_opt, real, device), rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("size", [64, 32])
+def test_step2_gan_cost_b16(benchmark, size, device):
+    """The GAN part of a GAN2Shape Step-2 iteration at batch 16: G from W (stored noise) forward+backward to the
+    latent offsets, with the L1 + 4-feature discriminator loss against pseudo-samples (fast path)."""
+    from methods.stylegan2.losses import discriminator_feature_loss
+
+    g, d = build(size, device)
+    g.requires_grad_(False)
+    d.requires_grad_(False)
+    w = g.mean_latent(256).detach().expand(16, -1).clone()
+    target = torch.rand(16, 3, size, size, device=device) * 2 - 1
+    mask = torch.ones(16, 1, size, size, device=device)
+
+    def step():
+        offset = torch.zeros_like(w, requires_grad=True)
+        image, _ = g([w + offset], input_is_w=True)
+        depth = min(4, size.bit_length() - 3)  # D has log2(size) - 2 residual blocks
+        loss = (image - target).abs().mean() + discriminator_feature_loss(d, image, target, mask, ftr_num=depth)
+        loss.backward()
+        sync(device)
+
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
