@@ -49,8 +49,8 @@ def load_images(cfg: DictConfig, size: int) -> tuple[torch.Tensor, dict[str, Any
                         f"dataset={cfg.dataset.name}")
     if len(ds) == 0:
         raise BenchError(f"dataset {cfg.dataset.name} split {cfg.train.split} is empty")
-    if hasattr(ds, "_field"):  # synface_proc: all images at once, (N, S, S, 3) uint8
-        images = torch.from_numpy(np.ascontiguousarray(ds._field("image"))).permute(0, 3, 1, 2)
+    if hasattr(ds, "array"):  # datasets that store uint8 arrays hand them over at once: (N, S, S, 3)
+        images = torch.from_numpy(np.ascontiguousarray(ds.array("image"))).permute(0, 3, 1, 2)
     else:
         images = torch.stack([((ds[i]["image"] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
                               for i in range(len(ds))])

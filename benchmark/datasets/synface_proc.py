@@ -428,7 +428,9 @@ class SynfaceProc(Dataset):
             "name": f"{self.split}_{index:06d}",
         }
 
-    def _field(self, key: str) -> np.ndarray:
+    def array(self, key: str) -> np.ndarray:
+        """One stored array of the whole split (up to ``limit``) in memory, e.g. ``array("image")`` ``(N, S, S, 3)``
+        uint8; keys as in the module docstring."""
         parts, left = [], self._len
         for k in range(len(self._paths)):
             if left <= 0:
@@ -442,7 +444,7 @@ class SynfaceProc(Dataset):
 
     def depth_array(self) -> np.ndarray:
         """All ground-truth depths of the split (up to ``limit``) as a float32 array ``(N, S, S)`` in memory."""
-        out = self._field("depth")
+        out = self.array("depth")
         return out.reshape(-1, self.image_size, self.image_size).astype(np.float32, copy=False)
 
     def depth_mean(self) -> np.ndarray:
@@ -458,7 +460,7 @@ class SynfaceProc(Dataset):
 
     def identities(self) -> np.ndarray:
         """Identity ids ``(N,)`` int64 of the split (up to ``limit``)."""
-        return self._field("identity").astype(np.int64, copy=False)
+        return self.array("identity").astype(np.int64, copy=False)
 
     @classmethod
     def prepare(cls, root: str | os.PathLike, **generation_kwargs) -> dict[str, Any]:
