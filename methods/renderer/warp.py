@@ -128,6 +128,14 @@ def _square_size(depth: Tensor) -> int:
     return depth.shape[-1]
 
 
+def _camera(depth: Tensor, view: Tensor, cfg: Renderer) -> tuple[int, Tensor, Tensor, Tensor]:
+    """Checked side ``S`` of a ``(B, S, S)`` depth map, its intrinsics and the ``(R, t)`` of a ``(B, 6)`` view."""
+    size = _square_size(depth)
+    check_shape(view, "B,6", "view")
+    R, t = cfg.transform(view.to(depth))
+    return size, cfg.intrinsics(size, depth), R, t
+
+
 def rasterize_canon(canon_depth: Tensor, view: Tensor, cfg: Renderer = Renderer()) -> Fragments:
     """Rasterise the canonical depth's grid mesh seen from ``view`` at ``supersample`` times the resolution.
 
@@ -141,10 +149,7 @@ def rasterize_canon(canon_depth: Tensor, view: Tensor, cfg: Renderer = Renderer(
     >>> rasterize_canon(torch.ones(2, 8, 8), torch.zeros(2, 6)).depth.shape
     torch.Size([2, 8, 8])
     """
-    size = _square_size(canon_depth)
-    check_shape(view, "B,6", "view")
-    K = cfg.intrinsics(size, canon_depth)
-    R, t = cfg.transform(view.to(canon_depth))
+    size, K, R, t = _camera(canon_depth, view, cfg)
     verts = canon_to_view(depth_to_points(canon_depth, K), R, t, cfg.rot_center_depth).flatten(1, 2)
     s, off = cfg.supersample, cfg.pixel_offset
     K_raster = K.clone()
@@ -203,10 +208,7 @@ def view_to_canon_grid(view_depth: Tensor, view: Tensor, cfg: Renderer = Rendere
     >>> g[0, 0, 0].round(decimals=4).tolist(), g[0, 4, 4].round(decimals=4).tolist()
     ([-1.0, -1.0], [1.0, 1.0])
     """
-    size = _square_size(view_depth)
-    check_shape(view, "B,6", "view")
-    K = cfg.intrinsics(size, view_depth)
-    R, t = cfg.transform(view.to(view_depth))
+    size, K, R, t = _camera(view_depth, view, cfg)
     points = view_to_canon(depth_to_points(view_depth, K), R, t, cfg.rot_center_depth)
     return points_to_grid(points, K, size, size)
 
@@ -226,10 +228,7 @@ def canon_to_view_grid(canon_depth: Tensor, view: Tensor, cfg: Renderer = Render
     >>> canon_to_view_grid(torch.ones(1, 5, 5), torch.zeros(1, 6))[0, 2, 2].abs().max().item() < 1e-6
     True
     """
-    size = _square_size(canon_depth)
-    check_shape(view, "B,6", "view")
-    K = cfg.intrinsics(size, canon_depth)
-    R, t = cfg.transform(view.to(canon_depth))
+    size, K, R, t = _camera(canon_depth, view, cfg)
     points = canon_to_view(depth_to_points(canon_depth, K), R, t, cfg.rot_center_depth)
     return points_to_grid(points, K, size, size)
 
