@@ -25,6 +25,7 @@ T = TypeVar("T")
 # Modules that register the built-in plugins; imported lazily on first registry access.
 BUILTIN_MODULES = (
     "methods.baselines",
+    "methods.unsup3d",
     "benchmark.datasets",
     "benchmark.experiments",
     "methods.common.masks",

@@ -1,4 +1,7 @@
-"""``bench train``: train a StyleGAN2 on a benchmark dataset, track it in MLflow, export our safetensors format.
+"""``bench train``: train a model on a benchmark dataset, track it in MLflow, export our safetensors format.
+
+``model.arch`` selects the trainer: ``stylegan2`` (below), ``unsup3d`` and ``view_light_prior``
+(:mod:`benchmark.train_unsup3d`).
 
 ``bench train model=stylegan2_32 dataset=synface_proc train.iterations=6000`` composes ``configs/train.yaml``,
 loads the training split (area-downsampled to the model size, kept in memory as uint8), and trains with
@@ -92,14 +95,23 @@ def generate_eval(g_ema, n: int, seed: int, device: torch.device, batch: int = 2
 
 
 def train_command(overrides: list[str]) -> int:
-    """``bench train [overrides]``: train (or resume), track, export. Returns the exit status (0)."""
+    """``bench train [overrides]``: compose ``configs/train.yaml`` and run the trainer of ``model.arch``."""
+    from benchmark import train_unsup3d
+
+    trainers = {"stylegan2": train_stylegan2, "unsup3d": train_unsup3d.train_unsup3d,
+                "view_light_prior": train_unsup3d.fit_view_light_prior}
+    cfg = compose(overrides, config_name=TRAIN_CONFIG)
+    if cfg.model.arch not in trainers:
+        raise BenchError(f"bench train has no trainer for model arch '{cfg.model.arch}'; valid: {', '.join(trainers)}")
+    return trainers[cfg.model.arch](cfg, overrides)
+
+
+def train_stylegan2(cfg: DictConfig, overrides: list[str]) -> int:
+    """Train (or resume) a StyleGAN2, track it, export it. Returns the exit status (0)."""
     from methods.stylegan2 import training
     from methods.stylegan2.checkpoints import save_networks
     from metrics.swd import swd, swd_real_floor
 
-    cfg = compose(overrides, config_name=TRAIN_CONFIG)
-    if cfg.model.arch != "stylegan2":
-        raise BenchError(f"bench train supports model arch stylegan2, got {cfg.model.arch}")
     device = resolve_device(cfg.device.type)
     if cfg.train.num_threads:
         torch.set_num_threads(int(cfg.train.num_threads))

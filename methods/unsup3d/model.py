@@ -1,0 +1,203 @@
+"""Unsup3d's photo-geometric autoencoder (Wu, Rupprecht, Vedaldi, CVPR 2020) on the shared renderer and networks.
+
+One image goes through five networks (:mod:`methods.common.networks`): depth D and albedo A (``EDDeconv``, width
+64), view V and light L (``Encoder``, width 32 as in Unsup3d, not GAN2Shape's 64) and confidence C (``ConfNet``).
+The canonical depth is ``raw_to_depth`` (range 0.9-1.1) with Unsup3d's border clamp (factor 1: the two outer
+columns on each side are replaced by ``0.7 max + 0.3 min = 1.04``). With symmetry on, the depth and albedo are also
+mirrored horizontally; both versions are shaded with the same light, warped to the same view and rendered, so the
+output batch holds ``2B`` renders: the plain ones first, then the mirrored ones. Rendering uses the shared camera
+(fov 10 degrees, rotation centre at depth 1, rotations ``60 deg * v[0:3]``, translations ``0.1 * v[3:5]``, no z
+translation), :func:`~methods.renderer.warp.warp_canon_depth` and :func:`~methods.renderer.warp.view_to_canon_grid`.
+
+Differences from the original code, on purpose: the reconstruction is a plain bilinear ``grid_sample`` of the
+canonical image (zero padding, ``align_corners=True``) and is *not* clamped to [-1, 1], as in Unsup3d (GAN2Shape's
+``sample_texture`` clamps); the rasteriser is the shared one (pixel-centre sampling, no 2x supersampling, see
+:mod:`methods.renderer.warp`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.common.networks import ConfNet, EDDeconv, Encoder
+from methods.renderer.camera import check_shape, depth_to_normals
+from methods.renderer.shading import albedo_to_texture, clamp_border_depth, light_to_shading, raw_to_depth
+from methods.renderer.warp import Renderer, view_to_canon_grid, view_valid_mask, warp_canon_depth
+
+__all__ = ["Unsup3dConfig", "Unsup3dOutput", "Unsup3dNet", "mirror"]
+
+
+@dataclass(frozen=True)
+class Unsup3dConfig:
+    """Architecture and geometry of the model; defaults are the published synface settings.
+
+    Attributes:
+        image_size: input side S (64 in Unsup3d; the confidence network is fixed to 64).
+        nf_depth_albedo: base width of D and A (64).
+        nf_view_light: base width of V and L (32 in Unsup3d).
+        zdim: bottleneck width of D and A (256).
+        gn_base: GroupNorm groups of the ``nf``-wide layers of D, A and C (16; doubled with the width).
+        conf_nf, conf_zdim: base width and bottleneck of C (64, 128).
+        min_depth, max_depth: canonical depth range (0.9, 1.1).
+        border_factor: border clamp blend factor (1 in Unsup3d; GAN2Shape uses 1.02).
+        border_width: clamped columns on each side (2).
+        fov_deg, rot_center_depth, rot_range_deg, xy_range, z_range: camera and view scales (10, 1, 60, 0.1, 0).
+        symmetry: render the mirrored canonical depth and albedo too (the flip terms of the loss).
+        use_conf: predict confidence maps; without them the losses are plain masked L1 / L2.
+    """
+
+    image_size: int = 64
+    nf_depth_albedo: int = 64
+    nf_view_light: int = 32
+    zdim: int = 256
+    gn_base: int = 16
+    conf_nf: int = 64
+    conf_zdim: int = 128
+    min_depth: float = 0.9
+    max_depth: float = 1.1
+    border_factor: float = 1.0
+    border_width: int = 2
+    fov_deg: float = 10.0
+    rot_center_depth: float = 1.0
+    rot_range_deg: float = 60.0
+    xy_range: float = 0.1
+    z_range: float = 0.0
+    symmetry: bool = True
+    use_conf: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Unsup3dConfig":
+        """Build from a mapping; unknown keys are an error (a misspelt key must not fall back to a default)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown Unsup3d model settings {unknown}; valid: {sorted(names)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def renderer(self) -> Renderer:
+        """The shared renderer's settings for this model."""
+        return Renderer(fov_deg=self.fov_deg, min_depth=self.min_depth, max_depth=self.max_depth,
+                        rot_center_depth=self.rot_center_depth, rot_range_deg=self.rot_range_deg,
+                        xy_range=self.xy_range, z_range=self.z_range)
+
+
+@dataclass(frozen=True)
+class Unsup3dOutput:
+    """One forward pass on ``B`` images; ``N = 2B`` with symmetry (plain renders first, then mirrored), else ``B``.
+
+    Attributes:
+        image: ``(B, 3, S, S)`` the input in [-1, 1].
+        canon_depth_free: ``(B, S, S)`` canonical depth before the border clamp (for the depth smoothness term).
+        canon_depth: ``(N, S, S)`` clamped canonical depth (and its mirror).
+        canon_albedo: ``(N, 3, S, S)`` canonical albedo in [-1, 1] (and its mirror).
+        canon_normal: ``(N, S, S, 3)`` canonical normals.
+        canon_shading: ``(N, 1, S, S)`` shading ``k_a + k_d max(0, n . l)``.
+        canon_image: ``(N, 3, S, S)`` shaded canonical image.
+        view: ``(B, 6)`` predicted view (normalised units).
+        light: ``(B, 4)`` predicted light ``(2 k_a - 1, 2 k_d - 1, l_x, l_y)``.
+        recon_depth: ``(N, S, S)`` canonical depth warped to the input view (clamped to [0.8, 1.2]).
+        valid: ``(N, 1, S, S)`` render-validity mask of each render.
+        mask: ``(N, 1, S, S)`` detached loss mask (with symmetry the product of the plain and mirrored masks).
+        recon_image: ``(N, 3, S, S)`` reconstruction of the input, multiplied by ``mask``.
+        conf_l1: ``(B, 2, S, S)`` photometric sigmas (plain, flip), or None.
+        conf_perc: ``(B, 2, S/4, S/4)`` perceptual sigmas (plain, flip), or None.
+    """
+
+    image: Tensor
+    canon_depth_free: Tensor
+    canon_depth: Tensor
+    canon_albedo: Tensor
+    canon_normal: Tensor
+    canon_shading: Tensor
+    canon_image: Tensor
+    view: Tensor
+    light: Tensor
+    recon_depth: Tensor
+    valid: Tensor
+    mask: Tensor
+    recon_image: Tensor
+    conf_l1: Tensor | None
+    conf_perc: Tensor | None
+
+    @property
+    def batch(self) -> int:
+        return self.image.shape[0]
+
+    @property
+    def flipped(self) -> bool:
+        """Whether the mirrored renders are present."""
+        return self.recon_image.shape[0] == 2 * self.image.shape[0]
+
+
+def mirror(x: Tensor) -> Tensor:
+    """Horizontal mirror (last axis) of a ``(B, H, W)`` depth or ``(B, C, H, W)`` image.
+
+    >>> mirror(torch.tensor([[[1.0, 2.0, 3.0]]])).tolist()
+    [[[3.0, 2.0, 1.0]]]
+    """
+    return x.flip(-1)
+
+
+class Unsup3dNet(nn.Module):
+    """The five networks of Unsup3d and its forward pass (:class:`Unsup3dOutput`).
+
+    Attribute names ``netD``, ``netA``, ``netV``, ``netL``, ``netC`` follow the original checkpoints.
+
+    >>> net = Unsup3dNet(Unsup3dConfig())
+    >>> out = net(torch.zeros(1, 3, 64, 64))
+    >>> out.recon_image.shape, out.recon_depth.shape
+    (torch.Size([2, 3, 64, 64]), torch.Size([2, 64, 64]))
+    """
+
+    def __init__(self, cfg: Unsup3dConfig = Unsup3dConfig()):
+        super().__init__()
+        self.cfg = cfg
+        s = cfg.image_size
+        self.netD = EDDeconv(3, 1, s, nf=cfg.nf_depth_albedo, zdim=cfg.zdim, gn_base=cfg.gn_base)
+        self.netA = EDDeconv(3, 3, s, nf=cfg.nf_depth_albedo, zdim=cfg.zdim, gn_base=cfg.gn_base,
+                             activation=nn.Tanh)
+        self.netV = Encoder(3, 6, s, nf=cfg.nf_view_light)
+        self.netL = Encoder(3, 4, s, nf=cfg.nf_view_light)
+        self.netC = ConfNet(3, 2, zdim=cfg.conf_zdim, nf=cfg.conf_nf, gn_base=cfg.gn_base) if cfg.use_conf else None
+
+    def canonical_depth(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Canonical depth ``(B, S, S)`` before and after the border clamp."""
+        cfg = self.cfg
+        free = raw_to_depth(self.netD(image)[:, 0], cfg.min_depth, cfg.max_depth)
+        clamped = clamp_border_depth(free, cfg.min_depth, cfg.max_depth, cfg.border_factor, cfg.border_width)
+        return free, clamped
+
+    def forward(self, image: Tensor) -> Unsup3dOutput:
+        """Reconstruct ``image`` ``(B, 3, S, S)`` in [-1, 1]; see :class:`Unsup3dOutput`."""
+        check_shape(image, f"B,3,{self.cfg.image_size},{self.cfg.image_size}", "image")
+        cfg, renderer = self.cfg, self.cfg.renderer
+        reps = 2 if cfg.symmetry else 1
+        free, depth = self.canonical_depth(image)
+        albedo = self.netA(image)
+        if cfg.symmetry:
+            depth, albedo = torch.cat([depth, mirror(depth)]), torch.cat([albedo, mirror(albedo)])
+        light, view = self.netL(image), self.netV(image)
+        normal = depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth))
+        shading = light_to_shading(normal, light.repeat(reps, 1))
+        canon_image = albedo_to_texture(albedo, shading)
+        views = view.repeat(reps, 1)
+        recon_depth = warp_canon_depth(depth, views, renderer)
+        grid = view_to_canon_grid(recon_depth, views, renderer)
+        recon = F.grid_sample(canon_image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        valid = view_valid_mask(recon_depth, renderer)
+        b = image.shape[0]
+        mask = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1) if cfg.symmetry else valid
+        mask = mask.detach()
+        conf_l1 = conf_perc = None
+        if self.netC is not None:
+            conf_l1, conf_perc = self.netC(image)
+        return Unsup3dOutput(image, free, depth, albedo, normal, shading, canon_image, view, light, recon_depth,
+                             valid, mask, recon * mask, conf_l1, conf_perc)

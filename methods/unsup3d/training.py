@@ -1,0 +1,296 @@
+"""Unsup3d training: data order, one step, the loop, resumable checkpoints, shipped weights, validation.
+
+The published recipe: Adam (lr 1e-4, betas (0.9, 0.999), weight decay 5e-4 as L2 inside Adam) on all five
+networks, batch 64, 30 epochs, shuffled epochs, no augmentation. One Adam over all parameters is identical to the
+original's one Adam per network (Adam is per-parameter). Images are kept in memory as ``(N, 3, S, S)`` uint8.
+
+Data order is a pure function of ``(seed, step)``: epoch ``e`` visits a permutation drawn from ``seed`` and ``e``
+and drops the last incomplete batch, so a run resumed from a checkpoint (networks, Adam state, step) continues
+exactly where it stopped, with no random state to save.
+
+Weights format: ``<name>.safetensors`` with the state_dict of :class:`~methods.unsup3d.model.Unsup3dNet`
+(``netD.*``, ``netA.*``, ``netV.*``, ``netL.*``, ``netC.*``) and ``<name>.json`` beside it:
+``{"format": "gan2shape-bench.unsup3d", "format_version": 1, "model": <Unsup3dConfig>, "training": <model card>}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchmark.errors import BenchError
+from metrics.shape import nan_summary, shape_metrics
+
+from .losses import unsup3d_loss
+from .model import Unsup3dConfig, Unsup3dNet, Unsup3dOutput
+
+__all__ = ["TrainConfig", "TrainState", "split_settings", "create_state", "batch_indices", "train_step", "train_loop",
+           "save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "read_card", "evaluate_shape",
+           "predict", "as_float_images", "FORMAT"]
+
+FORMAT = "gan2shape-bench.unsup3d"
+FORMAT_VERSION = 1
+CHECKPOINT_VERSION = 1
+Features = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; defaults are the published ones."""
+
+    batch_size: int = 64
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 5e-4
+    lam_perc: float = 1.0
+    lam_flip: float = 0.5
+    lam_depth_sm: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping, ignoring keys that are not training settings."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+PERCEPTUAL_KEYS = ("perceptual", "perceptual_weights")
+_META_KEYS = ("name", "arch", "export", "iterations", "val_split", "val_images")
+
+
+def split_settings(values: dict[str, Any]) -> tuple[Unsup3dConfig, TrainConfig, dict[str, Any]]:
+    """Split a flat settings mapping (``configs/model/unsup3d*.yaml``, the method's ``train`` block) into the
+    model architecture, the optimisation settings and the perceptual network (``perceptual``: ``discriminator`` or
+    ``none``, ``perceptual_weights``). Keys ``name``, ``arch``, ``export``, ``iterations``, ``val_split`` and
+    ``val_images`` are ignored here; any other unknown key is an error.
+
+    >>> model, train, perc = split_settings({"symmetry": False, "batch_size": 8, "perceptual": "none"})
+    >>> model.symmetry, train.batch_size, perc["perceptual"]
+    (False, 8, 'none')
+    """
+    model_keys = {f.name for f in fields(Unsup3dConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - model_keys - train_keys - set(PERCEPTUAL_KEYS) - set(_META_KEYS))
+    if unknown:
+        raise BenchError(f"unknown Unsup3d settings {unknown}; valid: "
+                         f"{sorted(model_keys | train_keys | set(PERCEPTUAL_KEYS) | set(_META_KEYS))}")
+    model = Unsup3dConfig(**{k: v for k, v in values.items() if k in model_keys})
+    train = TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
+    perceptual = {"perceptual": values.get("perceptual", "none"), "perceptual_weights": values.get("perceptual_weights")}
+    return model, train, perceptual
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue: the networks, Adam, the step, the data seed and caller metadata."""
+
+    net: Unsup3dNet
+    optim: torch.optim.Optimizer
+    cfg: TrainConfig
+    seed: int
+    step: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+
+def _adam(net: Unsup3dNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+def create_state(model_cfg: Unsup3dConfig, cfg: TrainConfig, device: torch.device | str = "cpu",
+                 seed: int = 0) -> TrainState:
+    """Fresh networks (initialised from ``seed`` without touching the global RNG) and optimiser."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = Unsup3dNet(model_cfg)
+    net = net.to(device).train()
+    return TrainState(net, _adam(net, cfg), cfg, seed)
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def as_float_images(images: Tensor) -> Tensor:
+    """uint8 [0, 255] or float [-1, 1] images ``(B, 3, S, S)`` -> float32 in [-1, 1]."""
+    return images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
+    """Indices of the images of training step ``step``: shuffled epochs of ``n // batch_size`` batches.
+
+    >>> a = batch_indices(10, 4, 0, seed=0); b = batch_indices(10, 4, 1, seed=0)
+    >>> len(set(a.tolist()) | set(b.tolist()))
+    8
+    """
+    if n < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} training images, got {n}")
+    per_epoch = n // batch_size
+    epoch, pos = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[pos * batch_size : (pos + 1) * batch_size]
+
+
+# ------------------------------------------------------------------------------------------------------ steps
+def train_step(state: TrainState, data: Tensor, features: Features | None = None) -> dict[str, float]:
+    """One Adam step on the batch of ``state.step``; returns the loss terms and the epoch; increments the step."""
+    cfg = state.cfg
+    idx = batch_indices(data.shape[0], cfg.batch_size, state.step, state.seed)
+    images = as_float_images(data[idx]).to(state.device)
+    state.net.train()
+    out = state.net(images)
+    loss = unsup3d_loss(out, features, cfg.lam_perc, cfg.lam_flip, cfg.lam_depth_sm)
+    state.optim.zero_grad(set_to_none=True)
+    loss.total.backward()
+    state.optim.step()
+    state.step += 1
+    logs = loss.as_floats()
+    logs["epoch"] = state.step / (data.shape[0] // cfg.batch_size)
+    if out.conf_l1 is not None:
+        logs["conf_sigma_l1"] = float(out.conf_l1.detach().mean())
+    return logs
+
+
+def train_loop(state: TrainState, data: Tensor, iterations: int, features: Features | None = None,
+               on_step: Callable[[TrainState, dict[str, float]], None] | None = None) -> TrainState:
+    """Train until ``state.step == iterations``; ``on_step(state, logs)`` runs after every step."""
+    size = state.net.cfg.image_size
+    if data.dim() != 4 or data.shape[1] != 3 or data.shape[-1] != size or data.shape[-2] != size:
+        raise ValueError(f"data must be (N, 3, {size}, {size}), got {tuple(data.shape)}")
+    while state.step < iterations:
+        logs = train_step(state, data, features)
+        if on_step is not None:
+            on_step(state, logs)
+    return state
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def _atomic_save(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, state: TrainState) -> Path:
+    """Write ``state`` atomically as plain state_dicts (loadable with ``weights_only=True``)."""
+    path = Path(path)
+    _atomic_save(path, {"version": CHECKPOINT_VERSION, "net": state.net.state_dict(),
+                        "optim": state.optim.state_dict(), "step": state.step, "seed": state.seed,
+                        "model_config": state.net.cfg.to_dict(), "train_config": asdict(state.cfg),
+                        "extra": state.extra})
+    return path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
+                    cfg: TrainConfig | None = None) -> TrainState:
+    """Rebuild a :class:`TrainState` from :func:`save_checkpoint` output; ``cfg`` overrides the saved settings
+    (the optimiser's lr, betas and weight decay follow it)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: unknown Unsup3d checkpoint version {payload.get('version')}")
+    cfg = cfg or TrainConfig(**payload["train_config"])
+    net = Unsup3dNet(Unsup3dConfig.from_dict(payload["model_config"]))
+    net.load_state_dict(payload["net"], strict=True)
+    net = net.to(device).train()
+    optim = _adam(net, cfg)
+    optim.load_state_dict(payload["optim"])
+    for group in optim.param_groups:
+        group.update(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    return TrainState(net, optim, cfg, int(payload["seed"]), int(payload["step"]), dict(payload.get("extra") or {}))
+
+
+# ------------------------------------------------------------------------------------------------ shipped weights
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_weights(path: str | Path, net: Unsup3dNet, card: dict[str, Any]) -> Path:
+    """Export ``net`` to ``path`` (.safetensors) and its JSON sidecar (architecture + model card), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise BenchError(f"output {path} must end in .safetensors (the model card goes to {path.stem}.json)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    os.replace(tmp, path)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": net.cfg.to_dict(), "training": card}
+    side = _sidecar(path)
+    side_tmp = side.with_name(side.name + ".tmp")
+    side_tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(side_tmp, side)
+    return path
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar of a weights file (``model`` and ``training``); BenchError when missing or invalid."""
+    side = _sidecar(Path(path))
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as err:
+        raise BenchError(f"cannot read the model card {side} of Unsup3d weights {path} ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        raise BenchError(f"{side} is not an Unsup3d model card (format {FORMAT})")
+    return meta
+
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[Unsup3dNet, dict[str, Any]]:
+    """Load shipped weights: the network (eval mode, strict) and its sidecar."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"Unsup3d weights {path} not found; train them with `bench train model=unsup3d` or set "
+                         f"method.weights=<file>")
+    meta = read_card(path)
+    try:
+        net = Unsup3dNet(Unsup3dConfig.from_dict(meta["model"]))
+        net.load_state_dict(load_file(str(path)), strict=True)
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise BenchError(f"Unsup3d weights {path} do not match their model card: {str(err)[:300]}") from None
+    return net.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------------------------------- inference
+@torch.no_grad()
+def predict(net: Unsup3dNet, images: Tensor, batch_size: int = 64) -> list[Unsup3dOutput]:
+    """Forward passes over ``images`` ``(N, 3, S, S)`` (uint8 or [-1, 1]) in batches, on the net's device."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        return [net(as_float_images(images[i : i + batch_size]).to(device))
+                for i in range(0, images.shape[0], batch_size)]
+    finally:
+        net.train(was_training)
+
+
+@torch.no_grad()
+def evaluate_shape(net: Unsup3dNet, images: Tensor, depths: Tensor, batch_size: int = 64) -> dict[str, float]:
+    """SIDE (x1e-2), MAD and exact MAD means/stds of the input-view depth against ``depths`` ``(N, S, S)``.
+
+    Uses the plain (not mirrored) render and its validity mask, as the benchmark's ``shape_recon`` does.
+    """
+    scores: dict[str, list[Tensor]] = {"side": [], "mad": [], "mad_exact": []}
+    for start, out in zip(range(0, images.shape[0], batch_size), predict(net, images, batch_size)):
+        b = out.batch
+        gt = depths[start : start + b].to(out.recon_depth)
+        metrics = shape_metrics(out.recon_depth[:b], gt, out.valid[:b, 0])
+        for key in scores:
+            scores[key].append(metrics[key].cpu())
+    summary: dict[str, float] = {}
+    for key, values in scores.items():
+        mean, std, nans = nan_summary(torch.cat(values))
+        summary.update({f"{key}_mean": mean, f"{key}_std": std})
+    summary["n_images"] = float(images.shape[0])
+    return summary
