@@ -4,8 +4,8 @@ Unsup3d compares VGG16 ``relu3_3`` features (ImageNet weights, 1/4 of the input 
 and the input. Those weights cannot be downloaded here, so the default stand-in is the frozen discriminator of our
 StyleGAN2 trained on the same data (``weights/stylegan2_synface_proc_32.safetensors``): the image is resized
 (area / bilinear) to the discriminator's resolution and the output of the ResBlock whose resolution is 1/4 of the
-input image is used, so the features line up with the 1/4-resolution perceptual confidence map. ``kind: none``
-drops the perceptual term. This is a documented deviation from the published model.
+input image is used, so the features line up with the 1/4-resolution perceptual confidence map. ``none``
+(``model.perceptual=none``) drops the perceptual term. This is a documented deviation from the published model.
 """
 
 from __future__ import annotations
@@ -71,14 +71,17 @@ class DiscriminatorFeatures(nn.Module):
 
 def build_features(kind: str, weights: str | Path | None, image_size: int,
                    device: torch.device | str = "cpu") -> DiscriminatorFeatures | None:
-    """The perceptual network named by ``kind``: ``"discriminator"`` (from a StyleGAN2 weights file) or ``"none"``."""
+    """The perceptual network named by ``kind``: ``"discriminator"`` (from a StyleGAN2 weights file) or ``"none"``.
+
+    Relative ``weights`` paths are relative to the working directory.
+    """
     if kind == "none":
         return None
     if kind != "discriminator":
         raise BenchError(f"unknown perceptual network '{kind}'; valid: discriminator, none")
     if not weights or not Path(weights).is_file():
         raise BenchError(f"perceptual discriminator weights {weights} not found; train them with `bench train "
-                         f"model=stylegan2_32` or set perceptual.kind=none")
+                         f"model=stylegan2_32` or set model.perceptual=none")
     from methods.stylegan2.checkpoints import load_discriminator
 
     return DiscriminatorFeatures(load_discriminator(weights, device), image_size).to(device)

@@ -1,0 +1,29 @@
+"""View/light prior files: documented shapes, positive-definite covariances, readable by GAN2Shape."""
+
+import json
+
+import torch
+
+from methods.gan2shape.pseudo import load_view_light_prior
+from methods.unsup3d.prior import fit_gaussian, predict_view_light, write_prior
+from methods.unsup3d.training import create_state, TrainConfig
+from tests.unsup3d.test_unsup3d_training import TINY, _data
+
+
+def test_fit_gaussian_matches_torch_cov():
+    x = torch.randn(50, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    prior = fit_gaussian(x, jitter=0.0)
+    torch.testing.assert_close(prior.cov, torch.cov(x.T))
+    torch.testing.assert_close(prior.mean, x.mean(0))
+
+
+def test_prior_files_have_documented_shapes_and_pd_covariances(tmp_path):
+    net = create_state(TINY, TrainConfig(), seed=0).net
+    views, lights = predict_view_light(net, _data(6), batch_size=4)
+    assert views.shape == (6, 6) and lights.shape == (6, 4)
+    for name, samples, dim in (("view", views, 6), ("light", lights, 4)):
+        path = write_prior(tmp_path / f"{name}.json", fit_gaussian(samples), {"kind": name})
+        data = json.loads(path.read_text())
+        assert len(data["mean"]) == dim and len(data["cov"]) == dim and data["dim"] == dim
+        prior = load_view_light_prior(path, dim)  # checks symmetry and positive definiteness
+        assert torch.linalg.eigvalsh(prior.cov.double()).min() > 0
