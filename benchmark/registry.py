@@ -26,6 +26,7 @@ T = TypeVar("T")
 BUILTIN_MODULES = (
     "methods.baselines",
     "methods.unsup3d",
+    "methods.gan2shape.method",
     "benchmark.datasets",
     "benchmark.experiments",
     "methods.common.masks",

@@ -124,6 +124,10 @@ class Tracker:
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dir(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log every file under a folder, keeping its layout, under ``artifact_path``."""
+        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
 
 @contextlib.contextmanager
 def start_run(uri: str | None, experiment: str, run_name: str, params: Mapping[str, Any],

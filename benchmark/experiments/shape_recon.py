@@ -56,7 +56,7 @@ def shape_recon(ctx) -> dict[str, float]:
     method.prepare(PrepareContext(device=ctx.device, seed=cfg.seed, work_dir=ctx.work_dir,
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
     loader = DataLoader(data, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.eval.num_workers)
-    rows, samples = [], []
+    rows, samples, timings = [], [], []
     for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
         batch = _to_device(batch, ctx.device)
         rec = method.reconstruct(batch)
@@ -66,6 +66,9 @@ def shape_recon(ctx) -> dict[str, float]:
             rows.append({"name": name, **{k: float(v[i]) for k, v in scores.items()}})
         if len(samples) < cfg.tracking.samples:
             samples += _sample_rows(batch, rec, cfg.tracking.samples - len(samples))
+        for name, folder in rec.extras.get("artifact_dirs", {}).items():  # per-image outputs (meshes, pages, sweeps)
+            ctx.tracker.log_dir(folder, f"images/{name}")
+        timings += rec.extras.get("timings", [])
     if not rows:
         raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
     summary: dict[str, float] = {"n_images": float(len(rows))}
@@ -73,6 +76,8 @@ def shape_recon(ctx) -> dict[str, float]:
         mean, std, nans = nan_summary(torch.tensor([r[key] for r in rows]))
         summary.update({f"{key}_mean": mean, f"{key}_std": std})
     summary["n_empty_mask"] = float(nans)
+    for phase in sorted({k for t in timings for k in t}):  # seconds per image spent in each phase of the method
+        summary[f"time_{phase}_s"] = sum(t.get(phase, 0.0) for t in timings) / len(timings)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=PER_IMAGE_FIELDS)
     writer.writeheader()

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from .camera import check_shape
 
-__all__ = ["raw_to_depth", "clamp_border_depth", "light_to_shading", "albedo_to_texture"]
+__all__ = ["raw_to_depth", "clamp_border_depth", "light_direction", "diffuse_shading", "light_to_shading",
+           "albedo_to_texture"]
 
 
 def raw_to_depth(raw: Tensor, min_depth: float = 0.9, max_depth: float = 1.1) -> Tensor:
@@ -65,6 +66,34 @@ def clamp_border_depth(
     return torch.where(is_border, depth * (1 - factor) + factor * border, depth)
 
 
+def light_direction(light: Tensor) -> Tensor:
+    """Unit light direction ``(l2, l3, 1) / |(l2, l3, 1)|`` of a ``(B, 4)`` light vector, ``(B, 3)``.
+
+    >>> light_direction(torch.zeros(1, 4)).tolist()
+    [[0.0, 0.0, 1.0]]
+    """
+    check_shape(light, "B,4", "light")
+    direction = torch.cat([light[:, 2:], torch.ones_like(light[:, :1])], dim=1)
+    return direction / direction.norm(dim=1, keepdim=True)
+
+
+def diffuse_shading(normals: Tensor, light: Tensor) -> Tensor:
+    """The diffuse term ``max(0, n . dir)`` of :func:`light_to_shading` (what the smoothness loss sees).
+
+    Args:
+        normals: ``(B, H, W, 3)``.
+        light: ``(B, 4)``.
+    Returns:
+        ``(B, 1, H, W)``.
+
+    >>> n = torch.tensor([0.0, 0.0, 1.0]).expand(1, 1, 1, 3)
+    >>> round(diffuse_shading(n, torch.tensor([[0.0, 0.0, 1.0, 0.0]])).item(), 4)
+    0.7071
+    """
+    check_shape(normals, "B,H,W,3", "normals")
+    return (normals * light_direction(light)[:, None, None]).sum(-1).clamp_min(0).unsqueeze(1)
+
+
 def light_to_shading(normals: Tensor, light: Tensor) -> Tensor:
     """Lambertian shading from the 4-d light vector.
 
@@ -82,14 +111,9 @@ def light_to_shading(normals: Tensor, light: Tensor) -> Tensor:
     >>> light_to_shading(n, torch.tensor([[0.0, 0.0, 0.0, 0.0]]))[0, 0].tolist()
     [[1.0, 1.0], [1.0, 1.0]]
     """
-    check_shape(normals, "B,H,W,3", "normals")
-    check_shape(light, "B,4", "light")
     k_ambient = (light[:, 0] + 1) / 2
     k_diffuse = (light[:, 1] + 1) / 2
-    direction = torch.cat([light[:, 2:], torch.ones_like(light[:, :1])], dim=1)
-    direction = direction / direction.norm(dim=1, keepdim=True)
-    cosine = (normals * direction[:, None, None]).sum(-1).clamp_min(0)
-    return (k_ambient[:, None, None] + k_diffuse[:, None, None] * cosine).unsqueeze(1)
+    return k_ambient[:, None, None, None] + k_diffuse[:, None, None, None] * diffuse_shading(normals, light)
 
 
 def albedo_to_texture(albedo: Tensor, shading: Tensor) -> Tensor:

@@ -1,0 +1,252 @@
+"""GAN2Shape as a registered shape method (``bench run method=gan2shape``).
+
+Per image (``method.md`` section 1): invert the image into the GAN's W space when the batch brings no ``latent``;
+start D from the shape prior (ellipsoid pre-fit) or from jointly pre-trained weights; run the stages of
+:func:`.trainer.fit_image`; score the canonical depth warped into the input view by the predicted view; write the
+outputs of :mod:`.outputs`. Everything an image needs is cached in ``<work_dir>/gan2shape/<config key>/<name>/``:
+the latent, the stage checkpoint (a killed run resumes at the next stage) and, once finished, the result (a rerun
+skips the image). Only finished results are returned.
+
+Choices on the quirks of ``method.md`` section 11:
+
+* **reproduced**: the 1.02 side-border clamp (``border_factor``), the ellipsoid's row scaling about ``H / 2``
+  (``methods.common.shape_prior``), the in-place ReLU of E's residual blocks (``inplace_relu_quirk``), the ``F1_d``
+  off-by-one of the partial mapping (``.latent``), Step-2 masks that ignore depth-invalid pixels (``.pseudo``).
+* **dropped**: the parsers' unnormalised inputs (no parser here: masks come from a provider, ``mask=gt|grabcut|
+  center|file``); neural_renderer's half-pixel offset and 2x supersampling (available as renderer options, off by
+  default); DDP weight sharing across different images (each image has its own networks; joint pre-training uses
+  DDP on purpose, see :mod:`.pretrain`); the ``crop`` of GAN renders (our GAN renders the dataset's framing).
+* **substituted**: LPIPS-VGG cannot be downloaded, so the perceptual term is the discriminator-feature loss of the
+  same GAN (``perceptual=disc``, ``design.md``) or off (``perceptual=none``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from benchmark.errors import BenchError
+from benchmark.registry import MASKS, METHODS
+from methods.base import PrepareContext, Reconstruction, ShapeMethod
+from methods.common.shape_prior import shape_prior_depth
+from methods.stylegan2.inversion import project as invert
+from methods.stylegan2.losses import discriminator_feature_loss
+
+from .model import Geometry, Networks
+from .pseudo import GaussianPrior, default_view_prior, load_view_light_prior
+from .steps import Hyper, gan_images, resize
+from .trainer import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
+
+__all__ = ["GAN2Shape", "load_networks", "save_networks"]
+
+RESULT_KEYS = ("depth", "valid", "canon_depth", "albedo", "view", "light")
+
+
+def save_networks(path: str | Path, nets: Networks, card: dict[str, Any]) -> Path:
+    """Write ``nets`` as safetensors with a JSON sidecar (``image_size``, ``latent_dim`` and the model ``card``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in nets.state_dict().items()}, str(path))
+    meta = {"format": "gan2shape-bench.gan2shape", "image_size": nets.image_size, "latent_dim": nets.latent_dim,
+            "card": card}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def load_networks(path: str | Path, image_size: int, latent_dim: int) -> dict[str, torch.Tensor]:
+    """The state dict of pre-trained GAN2Shape networks, checked against the expected sizes."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"GAN2Shape weights {path} not found; train them with `bench train model=gan2shape_pretrain` "
+                         "or set method.pretrained=null to start from the shape prior")
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        if (meta.get("image_size"), meta.get("latent_dim")) != (image_size, latent_dim):
+            raise BenchError(f"{path} was trained for image_size={meta.get('image_size')}, latent_dim="
+                             f"{meta.get('latent_dim')}, but this run needs {image_size}, {latent_dim}")
+    return load_file(str(path))
+
+
+def _key(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@METHODS.register("gan2shape")
+class GAN2Shape(ShapeMethod):
+    """GAN2Shape (Pan et al., ICLR 2021): depth, albedo, view and light of one image from a pretrained StyleGAN2.
+
+    Constructor arguments are the keys of ``configs/method/gan2shape.yaml`` (documented there).
+    """
+
+    def __init__(self, gan: str, image_size: int = 64, pretrained: str | None = None, reset_weight: bool = True,
+                 mask: str = "gt", mask_args: dict | None = None, shape_prior: dict | None = None,
+                 prefit_iters: int = 1000, view_prior: str | None = None, light_prior: str | None = None,
+                 schedule: dict | None = None, symmetry: bool | None = None, F1_d: int = 8, relative_enc: bool = True,
+                 view_scale: float = 1.2, rand_light: list[float] | None = None, use_mask: bool = False,
+                 lam_perc: float = 0.5, lam_smooth: float = 0.01, lam_regular: float = 0.01, lr: float = 1e-4,
+                 weight_decay: float = 5e-4, perceptual: str = "disc", ftr_num: int = 4, border_factor: float = 1.02,
+                 inplace_relu_quirk: bool = True, inversion: dict | None = None, outputs: dict | None = None,
+                 progress: bool = True):
+        if perceptual not in ("disc", "none"):
+            raise BenchError(f"method.perceptual must be 'disc' (discriminator features) or 'none', got {perceptual!r}")
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.gan_path, self.image_size, self.pretrained, self.reset_weight = gan, image_size, pretrained, reset_weight
+        self.mask_provider = MASKS.create(mask, **(mask_args or {}))
+        self.shape_prior = dict(shape_prior or {"kind": "ellipsoid"})
+        self.prefit_iters, self.view_prior_path, self.light_prior_path = prefit_iters, view_prior, light_prior
+        schedule = dict(schedule or {})
+        stages = int(schedule.get("num_stage", 1))
+        if symmetry is not None:  # the symmetry ablation: every flip term on (true) or off (false)
+            schedule["flip1"] = [bool(symmetry)] * stages
+            schedule["flip3"] = [bool(symmetry)] * stages
+        try:
+            self.schedule = Schedule(**{k: tuple(v) if isinstance(v, list) else v for k, v in schedule.items()})
+        except (TypeError, ValueError) as err:
+            raise BenchError(f"method.schedule: {err}") from err
+        hp = {"F1_d": F1_d, "relative_enc": relative_enc, "view_scale": view_scale, "lam_perc": lam_perc,
+              "lam_smooth": lam_smooth, "lam_regular": lam_regular}
+        if rand_light is not None:
+            hp["rand_light"] = tuple(rand_light)
+        self.hp = Hyper(**hp)
+        self.optim = Optim(lr=lr, weight_decay=weight_decay)
+        self.use_mask, self.perceptual, self.ftr_num = use_mask, perceptual, ftr_num
+        self.border_factor, self.inplace_relu_quirk = border_factor, inplace_relu_quirk
+        self.inversion = dict(inversion or {})
+        self.outputs = dict(outputs or {})
+        self.progress = progress
+        self.device = torch.device("cpu")
+
+    # ------------------------------------------------------------------------------------------------ prepare
+    def prepare(self, ctx: PrepareContext) -> None:
+        from benchmark.sampling import load_gan
+
+        self.device, self.seed = ctx.device, ctx.seed
+        self.G, self.D = load_gan(self.gan_path, ctx.device, with_discriminator=True)
+        if self.D is None and (self.perceptual == "disc"):
+            raise BenchError(f"{self.gan_path} has no discriminator, which perceptual=disc and Step 2 need; use a "
+                             "checkpoint with 'd' weights or method.perceptual=none")
+        for net in (self.G, self.D):
+            if net is not None:
+                net.eval().requires_grad_(False)
+        self.view_prior = (load_view_light_prior(self.view_prior_path, 6) if self.view_prior_path
+                           else default_view_prior())
+        light_mean = (load_view_light_prior(self.light_prior_path, 4).mean if self.light_prior_path
+                      else torch.zeros(4))
+        self.geom = Geometry(border_factor=self.border_factor, view_mean=self.view_prior.mean.to(ctx.device),
+                             light_mean=light_mean.to(ctx.device))
+        torch.manual_seed(ctx.seed)
+        nets = Networks(self.image_size, self.G.style_dim, self.inplace_relu_quirk)
+        if self.pretrained:
+            nets.load_state_dict(load_networks(self.pretrained, self.image_size, self.G.style_dim))
+        self.initial_state = {k: v.clone() for k, v in nets.state_dict().items()}
+        self.nets = nets.to(ctx.device)
+        ftr = min(self.ftr_num, len(self.D.convs) - 1) if self.D is not None else 0
+        self.disc_feature = (lambda a, b, m: discriminator_feature_loss(self.D, a, b, m, ftr)) if ftr else None
+        self.perceptual_fn = ((lambda a, b: discriminator_feature_loss(self.D, a, b, None, ftr))
+                              if self.perceptual == "disc" and ftr else None)
+        self.key = _key({**self.config, "seed": ctx.seed, "device": ctx.device.type})
+        self.cache = Path(ctx.work_dir) / "gan2shape" / self.key
+
+    # ---------------------------------------------------------------------------------------------- per image
+    def _latents(self, batch: dict, folders: list[Path]) -> torch.Tensor:
+        """W latents ``(B, D)``: the batch's ``latent`` if present, else cached or fresh inversions."""
+        if "latent" in batch:
+            return batch["latent"].to(self.device).reshape(len(folders), -1)
+        out: list[torch.Tensor | None] = []
+        for folder in folders:
+            f = folder / "latent.safetensors"
+            out.append(load_file(str(f))["w"].to(self.device) if f.is_file() else None)
+        todo = [i for i, w in enumerate(out) if w is None]
+        if todo:
+            images = resize(batch["image"][todo].to(self.device), self.G.size)
+            args = {"steps": 300, "optimise_noise": False, "seed": self.seed, **self.inversion}
+            result = invert(self.G, images, D=self.D, **args)
+            for j, i in enumerate(todo):
+                folders[i].mkdir(parents=True, exist_ok=True)
+                save_file({"w": result.w[j:j + 1].cpu().contiguous()}, str(folders[i] / "latent.safetensors"))
+                out[i] = result.w[j:j + 1]
+        return torch.cat(out)
+
+    def _fit_one(self, image: torch.Tensor, w: torch.Tensor, mask: torch.Tensor, folder: Path, index: int,
+                 bar) -> dict[str, Any]:
+        nets = self.nets
+        if self.reset_weight:
+            nets.load_state_dict(self.initial_state)
+        rng = torch.Generator().manual_seed(self.seed * 100003 + index)
+        checkpoint = StageCheckpoint(folder, self.key)
+        timings = Timings()
+        resumed = checkpoint.load(nets)
+        start = 0
+        if resumed is not None:
+            start, state = resumed
+            rng.set_state(state)
+        elif not self.pretrained and self.prefit_iters > 0:  # no pre-trained D: start from the shape prior
+            prior = shape_prior_depth(mask, **self.shape_prior).to(self.device)
+            t0 = time.perf_counter()
+            prefit_depth(nets, image, prior, self.geom, self.prefit_iters, self.optim,
+                         on_iter=lambda loss: bar.set_postfix(stage="-", step="prefit", loss=f"{loss:.2e}", refresh=False))
+            timings.add("prefit", t0)
+        canon_mask = None
+        if self.use_mask:
+            from methods.renderer.warp import canon_to_view_grid, sample_texture
+            from .model import canonical
+            with torch.no_grad():
+                depth, _ = canonical(nets, image, self.geom)
+                view = nets.netV(image) + self.geom.view_mean
+                grid = canon_to_view_grid(depth, view, self.geom.renderer)
+                canon_mask = sample_texture(mask[:, None].to(image), grid, mode="nearest")
+        with torch.no_grad():
+            gan_image = gan_images(self.G, w, self.image_size)
+        task = ImageTask(image, w, gan_image, canon_mask)
+
+        def on_iter(stage: int, step: str, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(stage=stage, step=step, loss=f"{loss:.3f}", refresh=False)
+
+        fwd = fit_image(nets, self.G, task, self.view_prior, self.geom, self.hp, self.schedule, self.optim,
+                        rng=rng, perceptual=self.perceptual_fn, disc_feature=self.disc_feature, start_stage=start,
+                        on_stage=lambda k: checkpoint.save(nets, k + 1, rng, timings), on_iter=on_iter,
+                        timings=timings)
+        result = {"depth": fwd.render.view_depth, "valid": fwd.render.valid[:, 0], "canon_depth": fwd.depth,
+                  "albedo": fwd.albedo, "view": fwd.view, "light": fwd.light}
+        from .outputs import write_outputs
+
+        write_outputs(folder / "outputs", image, fwd, nets, self.G, w, gan_image, self.geom, self.hp,
+                      **self.outputs)
+        save_file({k: v.detach().cpu().contiguous() for k, v in result.items()}, str(folder / "result.tmp"))
+        (folder / "result.tmp").replace(folder / "result.safetensors")
+        (folder / "timings.json").write_text(json.dumps(dict(timings.seconds)))
+        return result
+
+    def reconstruct(self, batch: dict) -> Reconstruction:
+        images = batch["image"].to(self.device)
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise BenchError(f"gan2shape is configured for {self.image_size}x{self.image_size} images, got "
+                             f"{tuple(images.shape[-2:])}; set method.image_size or the dataset's image size")
+        names = list(batch.get("name", [f"image_{i}" for i in range(images.shape[0])]))
+        folders = [self.cache / n for n in names]
+        done = {i: load_file(str(f / "result.safetensors")) for i, f in enumerate(folders)
+                if (f / "result.safetensors").is_file()}
+        todo = [i for i in range(len(names)) if i not in done]
+        if todo:
+            sub = {k: (v[todo] if isinstance(v, torch.Tensor) else [v[i] for i in todo]) for k, v in batch.items()}
+            masks = self.mask_provider(sub).to(self.device)
+            latents = self._latents(sub, [folders[i] for i in todo])
+            total = len(todo) * self.schedule.iterations()
+            with tqdm(total=total, desc="gan2shape", disable=not self.progress or None, leave=False) as bar:
+                for j, i in enumerate(todo):
+                    bar.set_description(f"gan2shape {names[i]} ({j + 1}/{len(todo)})")
+                    index = int(batch["index"][i]) if "index" in batch else i
+                    done[i] = self._fit_one(images[i:i + 1], latents[j:j + 1], masks[j:j + 1], folders[i], index, bar)
+        fields = {k: torch.cat([done[i][k].to(self.device) for i in range(len(names))]) for k in RESULT_KEYS}
+        timings = [json.loads((f / "timings.json").read_text()) for f in folders if (f / "timings.json").is_file()]
+        return Reconstruction(**fields, extras={"artifact_dirs": {n: f / "outputs" for n, f in zip(names, folders)},
+                                                "timings": timings})

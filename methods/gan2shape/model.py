@@ -1,0 +1,165 @@
+"""GAN2Shape's networks and its photo-geometric forward pass (``method.md`` sections 2 and 3).
+
+:class:`Networks` holds the five trained networks (depth D, albedo A, view V, light L, latent-offset encoder E);
+:class:`Geometry` the fixed camera/renderer settings and the dataset mean view and light; :func:`photo_forward`
+turns an image into canonical depth/albedo, a view and a light, and renders it back (:class:`PhotoForward`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from methods.common.networks import EDDeconv, Encoder, ResEncoder
+from methods.renderer.camera import check_shape, depth_to_normals
+from methods.renderer.shading import (albedo_to_texture, clamp_border_depth, diffuse_shading, light_to_shading,
+                                      raw_to_depth)
+from methods.renderer.warp import Renderer, sample_texture, view_to_canon_grid, view_valid_mask, warp_canon_depth
+
+__all__ = ["NET_NAMES", "STEP_NETS", "Networks", "Geometry", "Render", "PhotoForward", "canonical", "render",
+           "photo_forward"]
+
+#: Names of the trained networks, in checkpoint order.
+NET_NAMES = ("netD", "netA", "netV", "netL", "netEnc")
+#: What each step optimises (``method.md`` section 1): Step 1 only A, Step 2 only E, Step 3 everything but E.
+STEP_NETS = {1: ("netA",), 2: ("netEnc",), 3: ("netD", "netA", "netV", "netL")}
+
+
+class Networks(nn.Module):
+    """D (``EDDeconv`` 3->1), A (``EDDeconv`` 3->3, tanh), V (``Encoder`` 3->6), L (``Encoder`` 3->4) and E
+    (``ResEncoder`` 3->``latent_dim``), with the published size rules (``nf = max(4096 // S, 16)``, PyTorch default
+    initialisation). ``latent_dim`` is the GAN's ``style_dim`` (512 for the published checkpoints).
+
+    >>> nets = Networks(64, latent_dim=32)
+    >>> [n for n, _ in nets.named_children()]
+    ['netD', 'netA', 'netV', 'netL', 'netEnc']
+    """
+
+    def __init__(self, image_size: int = 64, latent_dim: int = 512, inplace_relu_quirk: bool = True):
+        super().__init__()
+        self.image_size, self.latent_dim = image_size, latent_dim
+        self.netD = EDDeconv(3, 1, image_size)
+        self.netA = EDDeconv(3, 3, image_size, activation=nn.Tanh)
+        self.netV = Encoder(3, 6, image_size)
+        self.netL = Encoder(3, 4, image_size)
+        self.netEnc = ResEncoder(3, latent_dim, image_size, inplace_relu_quirk=inplace_relu_quirk)
+
+    def parameters_of(self, names) -> list[nn.Parameter]:
+        """The parameters of the named sub-networks, e.g. ``STEP_NETS[3]``."""
+        return [p for n in names for p in getattr(self, n).parameters()]
+
+    def train_only(self, names) -> None:
+        """Let gradients reach only the named sub-networks (the others are frozen, not just left out of Adam)."""
+        for name in NET_NAMES:
+            getattr(self, name).requires_grad_(name in names)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Fixed settings of the photo-geometric model: renderer, border clamp and the prior means added to V and L.
+
+    Attributes:
+        renderer: camera/rasteriser settings (depth range 0.9-1.1, fov 10, rotations x60 deg, ...).
+        border_factor: the side-border clamp blend (GAN2Shape 1.02, Unsup3d 1.0); see ``clamp_border_depth``.
+        view_mean: ``(6,)`` mean view added to V's output (``add_mean_V``), zeros to disable.
+        light_mean: ``(4,)`` mean light added to L's output (``add_mean_L``).
+    """
+
+    renderer: Renderer = Renderer()
+    border_factor: float = 1.02
+    view_mean: Tensor = field(default_factory=lambda: torch.zeros(6))
+    light_mean: Tensor = field(default_factory=lambda: torch.zeros(4))
+
+
+@dataclass(frozen=True)
+class Render:
+    """A canonical model seen under a view and light: ``image`` ``(B, 3, S, S)`` reconstruction, ``view_depth``
+    ``(B, S, S)`` depth in the view, ``valid`` ``(B, 1, S, S)`` render-validity mask, ``normal`` ``(B, S, S, 3)``
+    canonical normals, ``diffuse`` ``(B, 1, S, S)`` ``max(0, n . l)``, ``texture`` ``(B, 3, S, S)`` shaded albedo."""
+
+    image: Tensor
+    view_depth: Tensor
+    valid: Tensor
+    normal: Tensor
+    diffuse: Tensor
+    texture: Tensor
+
+
+@dataclass(frozen=True)
+class PhotoForward:
+    """:func:`photo_forward` of ``B`` images: canonical ``depth`` ``(B, S, S)`` and ``albedo`` ``(B, 3, S, S)``,
+    ``view`` ``(B, 6)``, ``light`` ``(B, 4)``, the ``render`` and, with ``flip``, ``render_flip`` of the mirrored
+    canonical depth and albedo under the same view and light."""
+
+    depth: Tensor
+    albedo: Tensor
+    view: Tensor
+    light: Tensor
+    render: Render
+    render_flip: Render | None = None
+
+    def detach(self) -> "PhotoForward":
+        """A copy cut from the graph (what Step 2 reads)."""
+        def cut(r: Render | None) -> Render | None:
+            return None if r is None else Render(*(t.detach() for t in (r.image, r.view_depth, r.valid, r.normal,
+                                                                         r.diffuse, r.texture)))
+        return PhotoForward(self.depth.detach(), self.albedo.detach(), self.view.detach(), self.light.detach(),
+                            cut(self.render), cut(self.render_flip))
+
+    @property
+    def k_ambient(self) -> Tensor:
+        """``(B,)`` ambient coefficient ``(l0 + 1) / 2``."""
+        return (self.light[:, 0] + 1) / 2
+
+    @property
+    def k_diffuse(self) -> Tensor:
+        """``(B,)`` diffuse coefficient ``(l1 + 1) / 2``."""
+        return (self.light[:, 1] + 1) / 2
+
+
+def canonical(nets: Networks, image: Tensor, geom: Geometry, border: bool = True) -> tuple[Tensor, Tensor]:
+    """Canonical depth ``(B, S, S)`` (``1 + 0.1 tanh(r - mean r)``, then the side-border clamp) and albedo.
+
+    ``border=False`` skips the clamp (the ellipsoid pre-fit compares the unclamped depth).
+    """
+    r = geom.renderer
+    depth = raw_to_depth(nets.netD(image)[:, 0], r.min_depth, r.max_depth)
+    if border:
+        depth = clamp_border_depth(depth, r.min_depth, r.max_depth, factor=geom.border_factor)
+    return depth, nets.netA(image)
+
+
+def render(depth: Tensor, albedo: Tensor, view: Tensor, light: Tensor, geom: Geometry) -> Render:
+    """Shade canonical ``albedo`` with ``light`` on ``depth``'s normals and warp it into ``view``.
+
+    Args:
+        depth: ``(B, S, S)`` canonical depth.
+        albedo: ``(B, 3, S, S)`` in [-1, 1].
+        view: ``(B, 6)``; light: ``(B, 4)``.
+    Returns:
+        :class:`Render` (image clamped to [-1, 1] by the bilinear sampler).
+    """
+    check_shape(depth, "B,S,S", "depth")
+    r = geom.renderer
+    normal = depth_to_normals(depth, r.intrinsics(depth.shape[-1], depth))
+    diffuse = diffuse_shading(normal, light)
+    texture = albedo_to_texture(albedo, light_to_shading(normal, light))
+    view_depth = warp_canon_depth(depth, view, r)
+    image = sample_texture(texture, view_to_canon_grid(view_depth, view, r))
+    return Render(image, view_depth, view_valid_mask(view_depth, r), normal, diffuse, texture)
+
+
+def photo_forward(nets: Networks, image: Tensor, geom: Geometry, flip: bool = False,
+                  depth_albedo: tuple[Tensor, Tensor] | None = None) -> PhotoForward:
+    """Predict and render ``image`` ``(B, 3, S, S)``: D, A on the image (or ``depth_albedo`` if given), V and L
+    plus the prior means, then :func:`render`; ``flip`` also renders the mirrored canonical depth and albedo."""
+    depth, albedo = canonical(nets, image, geom) if depth_albedo is None else depth_albedo
+    view = nets.netV(image) + geom.view_mean.to(image)
+    light = nets.netL(image) + geom.light_mean.to(image)
+    if depth.shape[0] != view.shape[0]:
+        depth, albedo = depth.expand(view.shape[0], -1, -1), albedo.expand(view.shape[0], -1, -1, -1)
+    out = render(depth, albedo, view, light, geom)
+    out_flip = render(depth.flip(-1), albedo.flip(-1), view, light, geom) if flip else None
+    return PhotoForward(depth, albedo, view, light, out, out_flip)
