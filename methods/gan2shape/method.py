@@ -156,7 +156,7 @@ class GAN2Shape(ShapeMethod):
         self.cache = Path(ctx.work_dir) / "gan2shape" / self.key
 
     # ---------------------------------------------------------------------------------------------- per image
-    def _latents(self, batch: dict, folders: list[Path]) -> torch.Tensor:
+    def latents(self, batch: dict, folders: list[Path]) -> torch.Tensor:
         """W latents ``(B, D)``: the batch's ``latent`` if present, else cached or fresh inversions."""
         if "latent" in batch:
             return batch["latent"].to(self.device).reshape(len(folders), -1)
@@ -220,7 +220,7 @@ class GAN2Shape(ShapeMethod):
         from .outputs import write_outputs
 
         write_outputs(folder / "outputs", image, fwd, nets, self.G, w, gan_image, self.geom, self.hp,
-                      **self.outputs)
+                      title=f"GAN2Shape reconstruction of {folder.name}", **self.outputs)
         save_file({k: v.detach().cpu().contiguous() for k, v in result.items()}, str(folder / "result.tmp"))
         (folder / "result.tmp").replace(folder / "result.safetensors")
         (folder / "timings.json").write_text(json.dumps(dict(timings.seconds)))
@@ -239,7 +239,7 @@ class GAN2Shape(ShapeMethod):
         if todo:
             sub = {k: (v[todo] if isinstance(v, torch.Tensor) else [v[i] for i in todo]) for k, v in batch.items()}
             masks = self.mask_provider(sub).to(self.device)
-            latents = self._latents(sub, [folders[i] for i in todo])
+            latents = self.latents(sub, [folders[i] for i in todo])
             total = len(todo) * self.schedule.iterations()
             with tqdm(total=total, desc="gan2shape", disable=not self.progress or None, leave=False) as bar:
                 for j, i in enumerate(todo):

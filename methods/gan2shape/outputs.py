@@ -126,6 +126,22 @@ def write_outputs(folder: str | Path, image: Tensor, fwd: PhotoForward, nets: Ne
     for fmt in mesh_formats:
         export_mesh(folder / f"mesh.{fmt}", fwd.depth[0], r.texture[0].clamp(-1, 1), K)
         meshes[fmt] = f"mesh.{fmt}"
-    (folder / "files.json").write_text(__import__("json").dumps(
-        {"images": files, "strips": strips, "animations": animations, "meshes": meshes}, indent=1))
+    if html:
+        from benchmark.result_page import Image, Model, PageSection, Table, write_result_page
+
+        view = fwd.view[0].tolist()
+        sections = [
+            PageSection("3D model", [Model(meshes["glb"], "canonical shape with its shaded texture")] if "glb" in meshes
+                        else []),
+            PageSection("Decomposition", [Image(f, caption) for caption, f in files.items()]),
+            PageSection("Sweeps", [Image(f, caption, wide=True) for caption, f in strips.items()]
+                        + [Image(f, f"{caption} (animated)") for caption, f in animations.items()]),
+            PageSection("Prediction", [Table({
+                "yaw (deg)": round(view[1] * geom.renderer.rot_range_deg, 2),
+                "pitch (deg)": round(view[0] * geom.renderer.rot_range_deg, 2),
+                "roll (deg)": round(view[2] * geom.renderer.rot_range_deg, 2),
+                "light (k_a, k_d, x, y)": ", ".join(f"{v:.3f}" for v in fwd.light[0].tolist()),
+                "meshes": ", ".join(meshes.values())})]),
+        ]
+        write_result_page(folder, title or "GAN2Shape reconstruction", sections)
     return folder

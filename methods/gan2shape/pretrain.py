@@ -1,0 +1,188 @@
+"""Joint pre-training of GAN2Shape on many images (the ``*_pretrain`` configs, ``method.md`` sections 1 and 8).
+
+One set of networks for a list of images. Every iteration uses one image, visited in a random permutation per
+process; under ``torchrun`` each process draws its own permutation (seed + rank) and the step's trained networks are
+wrapped in :class:`torch.nn.parallel.DistributedDataParallel`, which averages their gradients, so every rank holds
+the same weights (gloo on CPU, nccl on GPU). Per stage:
+
+1. Step 1 (A only) on the images; then a no-grad Step-1 forward over **every** image stores its canonical depth,
+   albedo, normals and light (the per-image input of Step 2);
+2. Step 2 (E only) with pseudo samples of the iteration's image; then ``collect_iters`` no-grad Step-2 forwards
+   (one random image each) fill the pool of projected samples, tagged with their image;
+3. Step 3 (D, A, V, L) on an image and a batch of its own projected samples.
+
+D is pre-fitted to the ellipsoid of the **first** image of the list, once. A wrapper module per step
+(:class:`StepLoss`) makes the loss a ``forward`` so DDP sees it; a new wrapper is built at every step switch, with
+the fresh optimiser, because the set of trained parameters changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .model import STEP_NETS, Geometry, Networks, PhotoForward, Render
+from .pseudo import GaussianPrior
+from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
+from .trainer import Optim, Schedule, StageCheckpoint, Timings, prefit_depth
+
+__all__ = ["JointData", "StepLoss", "pretrain"]
+
+
+@dataclass
+class JointData:
+    """The image list: ``images`` ``(N, 3, S, S)``, their latents ``w`` ``(N, D)``, ``gan_images`` ``G(w)`` at S
+    ``(N, 3, S, S)`` and the ellipsoid ``prior_depth`` ``(1, S, S)`` of the first image. Kept on the CPU."""
+
+    images: Tensor
+    w: Tensor
+    gan_images: Tensor
+    prior_depth: Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+class StepLoss(nn.Module):
+    """The loss of one step as a module ``forward(**inputs) -> scalar``, so DDP can wrap it. Only ``nets`` is a
+    sub-module; the frozen GAN and the loss callables are plain attributes (never broadcast or synchronised)."""
+
+    def __init__(self, nets: Networks, step: int, geom: Geometry, hp: Hyper, G, perceptual: Perceptual | None,
+                 disc_feature: FeatureLoss | None):
+        super().__init__()
+        self.nets, self.step = nets, step
+        self.extras = (geom, hp, G, perceptual, disc_feature)
+
+    def forward(self, **inputs) -> Tensor:
+        geom, hp, G, perceptual, disc_feature = self.extras
+        if self.step == 1:
+            return step1(self.nets, inputs["image"], geom, hp, inputs["flip"], perceptual)[0].total
+        if self.step == 2:
+            return step2(self.nets, G, inputs["w"], inputs["gan_image"], inputs["pseudo"], hp, disc_feature)[0].total
+        return step3(self.nets, inputs["image"], inputs["projected"], inputs["mask"], geom, hp, inputs["flip"],
+                     perceptual)[0].total
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _wrap(module: StepLoss, device: torch.device) -> nn.Module:
+    if _distributed()[1] == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _to(fwd: PhotoForward, device) -> PhotoForward:
+    """A canonical forward (without its mirrored render) moved to ``device``."""
+    r = fwd.render
+    render = Render(*(t.to(device) for t in (r.image, r.view_depth, r.valid, r.normal, r.diffuse, r.texture)))
+    return PhotoForward(fwd.depth.to(device), fwd.albedo.to(device), fwd.view.to(device), fwd.light.to(device), render)
+
+
+def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom: Geometry, hp: Hyper,
+             schedule: Schedule, optim: Optim, *, device: torch.device, seed: int = 0, prefit_iters: int = 1000,
+             perceptual: Perceptual | None = None, disc_feature: FeatureLoss | None = None,
+             checkpoint: StageCheckpoint | None = None,
+             on_iter: Callable[[int, str, float], None] | None = None) -> Timings:
+    """Jointly train ``nets`` (on ``device``) over ``data``; resumes from ``checkpoint`` at the next stage.
+
+    Stage-0 step lengths count iterations (one image each) per process, as in the original. Rank 0 writes the
+    checkpoint after every stage. Returns the seconds per phase.
+    """
+    rank, world = _distributed()
+    rng = torch.Generator()
+    timings, start = Timings(), 0
+    resumed = checkpoint.load(nets) if checkpoint is not None else None
+    if resumed is not None:
+        start = resumed[0]
+    elif prefit_iters > 0:
+        t = time.perf_counter()
+        prefit_depth(nets, data.images[:1].to(device), data.prior_depth.to(device), geom, prefit_iters, optim)
+        timings.add("prefit", t)
+    if world > 1:  # every rank starts from rank 0's weights
+        for tensor in nets.state_dict().values():
+            dist.broadcast(tensor, 0)
+
+    order: list[int] = []
+
+    def next_image() -> int:
+        if not order:
+            order.extend(torch.randperm(len(data), generator=rng).tolist())
+        return order.pop()
+
+    def run(step: int, length: int, inputs_fn: Callable[[], dict], stage: int) -> None:
+        nets.train_only(STEP_NETS[step])
+        model = _wrap(StepLoss(nets, step, geom, hp, G, perceptual, disc_feature), device)
+        opt = optim.make(nets.parameters_of(STEP_NETS[step]))
+        for _ in range(length):
+            loss = model(**inputs_fn())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if on_iter:
+                on_iter(stage, f"step{step}", loss.item())
+
+    for stage in range(start, schedule.num_stage):
+        rng.manual_seed(seed + rank + 7919 * stage)  # per rank and stage, so a resumed stage draws the same numbers
+        order.clear()
+        len1, len2, len3 = schedule.lengths(stage)
+        flip1, flip3 = bool(schedule.flip1[stage]), bool(schedule.flip3[stage])
+
+        t = time.perf_counter()
+        run(1, len1, lambda: {"image": data.images[next_image()][None].to(device), "flip": flip1}, stage)
+        nets.train_only(())
+        with torch.no_grad():  # Step-1 collect: every image's canonical model, for Step 2
+            canon = [_to(step1(nets, data.images[i][None].to(device), geom, hp, flip1)[1].detach(), "cpu")
+                     for i in range(len(data))]
+        timings.add("step1", t)
+
+        def step2_inputs() -> dict:
+            i = next_image()
+            pseudo = make_pseudo(_to(canon[i], device), schedule.batch_size, view_prior, geom, hp, rng)
+            return {"w": data.w[i][None].to(device), "gan_image": data.gan_images[i][None].to(device),
+                    "pseudo": pseudo, "index": i}
+
+        t = time.perf_counter()
+        run(2, len2, step2_inputs, stage)
+        timings.add("step2", t)
+
+        t = time.perf_counter()
+        nets.train_only(())
+        pool: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        with torch.no_grad():
+            for _ in range(schedule.collect_iters):
+                inputs = step2_inputs()
+                i = inputs["index"]
+                _, projected = step2(nets, G, inputs["w"], inputs["gan_image"], inputs["pseudo"], hp, None)
+                pool.setdefault(i, []).append((projected.cpu(), inputs["pseudo"].masks.cpu()))
+        pooled = {i: (torch.cat([p for p, _ in v]), torch.cat([m for _, m in v])) for i, v in pool.items()}
+        timings.add("collect", t)
+
+        def step3_inputs() -> dict:
+            i = next_image()
+            while i not in pooled:  # an image with no collected samples this stage: take another
+                i = next_image()
+            images, masks = pooled[i]
+            idx = torch.randint(0, images.shape[0], (schedule.batch_size,), generator=rng)
+            return {"image": data.images[i][None].to(device), "projected": images[idx].to(device),
+                    "mask": masks[idx].to(device), "flip": flip3}
+
+        t = time.perf_counter()
+        run(3, len3, step3_inputs, stage)
+        timings.add("step3", t)
+        if checkpoint is not None and rank == 0:
+            checkpoint.save(nets, stage + 1, rng, timings)
+        if world > 1:
+            dist.barrier()
+    nets.train_only(())
+    return timings
