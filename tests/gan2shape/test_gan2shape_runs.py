@@ -1,0 +1,135 @@
+"""GAN2Shape end to end through `bench`: ablation configs, resume after a kill between stages, outputs (GLB, OBJ,
+HTML), and DDP joint pre-training with 2 gloo processes under torchrun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmark.config import compose
+from benchmark.runner import method_args
+from methods.gan2shape.method import GAN2Shape
+from methods.stylegan2.checkpoints import save_networks
+from methods.stylegan2.model import Discriminator, Generator
+from tests.conftest import REPO, bench, tiny_overrides
+
+TINY_SCHEDULE = [
+    "presets.gan2shape.prefit_iters=3", "presets.gan2shape.inversion_steps=3",
+    "presets.gan2shape.schedule.num_stage=2", "presets.gan2shape.schedule.stage_len=[2,2,2]",
+    "presets.gan2shape.schedule.stage_len_later=[25,1,1]", "presets.gan2shape.schedule.batch_size=2",
+    "presets.gan2shape.schedule.collect_iters=1", "presets.gan2shape.schedule.flip1=[false,true]",
+    "presets.gan2shape.schedule.flip3=[true,true]",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_gan(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gan") / "tiny_gan.safetensors"
+    G = Generator(32, style_dim=32, n_mlp=8, max_channels=16)
+    save_networks(path, G, Discriminator(32, max_channels=16), {"command": "tests: untrained tiny GAN"})
+    return path
+
+
+def _run_args(tiny_synface, tiny_gan, work, extra=()):
+    return ["run", "method=gan2shape", "preset=fast", "eval.limit=1", f"method.gan={tiny_gan}", "method.progress=false",
+            f"paths.work_dir={work}", *tiny_overrides(tiny_synface), *TINY_SCHEDULE, *extra]
+
+
+def test_ablations_compose_into_the_method(tiny_gan):
+    cfg = compose(["method=gan2shape", "ablation=[flat_init,no_symmetry,no_offset_reg]", f"method.gan={tiny_gan}"])
+    method = GAN2Shape(**method_args(cfg))
+    assert method.shape_prior["kind"] == "flat" and method.hp.lam_regular == 0.0
+    assert not any(method.schedule.flip1) and not any(method.schedule.flip3)
+    cfg = compose(["method=gan2shape", "ablation=symmetry", "preset=paper", f"method.gan={tiny_gan}"])
+    method = GAN2Shape(**method_args(cfg))
+    assert all(method.schedule.flip1) and method.schedule.stage_len == (500, 500, 200)
+    assert method.schedule.batch_size == 16 and method.prefit_iters == 1000
+
+
+def test_published_category_presets_compose(tiny_gan):
+    for category, (size, stages, f1d) in {"celeba": (128, 4, 2), "car": (128, 4, 2), "synface": (64, 1, 8)}.items():
+        cfg = compose([f"method=gan2shape_{category}", f"method.gan={tiny_gan}"])
+        method = GAN2Shape(**method_args(cfg))
+        assert (method.image_size, method.schedule.num_stage, method.hp.F1_d) == (size, stages, f1d)
+
+
+def _result(work: Path) -> dict:
+    (folder,) = [p for p in work.glob("gan2shape/*/*") if (p / "result.safetensors").is_file()]
+    return load_file(str(folder / "result.safetensors")), folder
+
+
+def test_run_resumes_after_kill_between_stages_and_writes_outputs(tiny_synface, tiny_gan, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    killed_work = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *_run_args(tiny_synface, tiny_gan, killed_work)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    stage = None
+    while time.time() < deadline and proc.poll() is None:
+        metas = list(killed_work.glob("gan2shape/*/*/stage.json"))
+        if metas and json.loads(metas[0].read_text()).get("next_stage") == 1:
+            stage = metas[0]
+            break
+        time.sleep(0.05)
+    assert stage is not None, f"no stage-1 checkpoint appeared: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(killed_work.glob("gan2shape/*/*/result.safetensors")), "killed before the result was written"
+
+    resumed = bench(*_run_args(tiny_synface, tiny_gan, killed_work), cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    fresh = bench(*_run_args(tiny_synface, tiny_gan, tmp_path / "fresh"), cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    (a, folder), (b, _) = _result(killed_work), _result(tmp_path / "fresh")
+    for key in a:  # the resumed run continued from the stage-1 checkpoint and ended exactly where an unbroken one does
+        assert torch.equal(a[key], b[key]), key
+
+    out = folder / "outputs"
+    import trimesh
+
+    glb = trimesh.load(out / "mesh.glb", force="mesh")
+    assert glb.faces.shape[0] == 2 * 63 * 63 and glb.vertices.shape[0] == 64 * 64
+    obj = trimesh.load(out / "mesh.obj", force="mesh")
+    assert obj.faces.shape[0] == glb.faces.shape[0]
+    page = (out / "index.html").read_text()
+    assert "<model-viewer" in page and (out / "static" / "model-viewer.min.js").is_file()
+    for name in ("input.png", "view_depth.png", "normal.png", "albedo.png", "shading.png", "reconstruction.png",
+                 "rotate_3d.png", "rotate_gan.png", "relight_3d.png", "relight_gan.png", "rotate_gan.gif"):
+        assert (out / name).is_file() and f'"{name}"' in page, name
+
+
+def _digests(out: Path) -> set[str]:
+    return {p.read_text().strip() for p in out.glob("rank*.sha256")}
+
+
+def test_ddp_joint_pretraining_gives_the_same_weights_on_both_ranks(tiny_synface, tiny_gan, tmp_path):
+    common = ["model=gan2shape_pretrain", "device=cpu", "model.images=3", f"model.method.gan={tiny_gan}",
+              "model.method.prefit_iters=2", "model.method.inversion.steps=2", "model.method.schedule.num_stage=2",
+              "model.method.schedule.stage_len=[2,2,2]", "model.method.schedule.stage_len_later=[1,1,1]",
+              "model.method.schedule.batch_size=2", "model.method.schedule.collect_iters=2", "train.num_threads=1",
+              f"dataset.root={tiny_synface}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = subprocess.run([*torchrun, "-m", "benchmark.cli", "train", *common, f"train.out_dir={tmp_path}/two",
+                          f"train.export={tmp_path}/two/g2s.safetensors"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    digests = _digests(tmp_path / "two")
+    assert len(list((tmp_path / "two").glob("rank*.sha256"))) == 2 and len(digests) == 1
+    card = json.loads((tmp_path / "two" / "g2s.json").read_text())["card"]
+    assert card["world_size"] == 2 and card["sha256"] in digests
+    one = bench("train", *common, f"train.out_dir={tmp_path}/one", f"train.export={tmp_path}/one/g2s.safetensors",
+                cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    # rank 1's images changed the shared weights: one process alone ends elsewhere
+    assert _digests(tmp_path / "one") != digests
