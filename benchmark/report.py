@@ -31,6 +31,7 @@ class Row:
     command: str
     device: str
     commit: str
+    result_page: str = ""
 
 
 def _pm(pair: tuple[float, float] | tuple[None, None], digits: int, sep: str = " ± ") -> str:
@@ -60,7 +61,7 @@ def fetch_rows(uri: str | None, experiment: str = "shape_recon") -> list[Row]:
         rows[key] = Row(*key, n_images=int(m.get("n_images", 0)), side=(m["side_mean"], m["side_std"]),
                         mad=(m["mad_mean"], m["mad_std"]), mad_exact=(m["mad_exact_mean"], m["mad_exact_std"]),
                         run_id=run.info.run_id, command=t.get("command", ""), device=t.get("device_name", ""),
-                        commit=t.get("git_commit", ""))
+                        commit=t.get("git_commit", ""), result_page=t.get("result_page", ""))
     order = {name: i for i, name in enumerate(METHOD_ORDER)}
     return sorted(rows.values(), key=lambda r: (r.dataset, order.get(r.method, len(order)), r.method, r.ablation))
 
@@ -90,6 +91,10 @@ def to_markdown(rows: list[Row]) -> str:
         out.append("")
     out += [NOTES, "", "Runs (reproduce with the command):", ""]
     out += [f"- `{r.run_id[:8]}` `{r.command}` on {r.device}, commit {r.commit[:12]}" for r in rows]
+    pages = [r for r in rows if r.result_page]
+    if pages:
+        out += ["", "Result pages (3D viewer, sweeps, meshes; open in a browser):", ""]
+        out += [f"- `{r.run_id[:8]}` {r.method} ({r.ablation}): {r.result_page}" for r in pages]
     return "\n".join(out) + "\n"
 
 
@@ -124,7 +129,7 @@ def to_html(rows: list[Row]) -> str:
 
 def build(cfg) -> list[Path]:
     """Write the shape-reconstruction tables for the runs in ``cfg.tracking.uri`` to ``cfg.report.out_dir``."""
-    rows = fetch_rows(cfg.tracking.uri)
+    rows = fetch_rows(cfg.tracking.uri, cfg.tracking.experiment)
     if not rows:
         raise BenchError("no finished shape_recon runs with SIDE/MAD to report; run `bench run` first")
     out_dir = Path(cfg.report.out_dir)

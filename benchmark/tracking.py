@@ -124,6 +124,11 @@ class Tracker:
     def log_file(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def artifact_path(self, artifact_file: str) -> str:
+        """Where a logged artifact lives (a local path for file stores, else its URI)."""
+        root = self.client.get_run(self.run_id).info.artifact_uri
+        return (root[len("file://"):] if root.startswith("file://") else root).rstrip("/") + "/" + artifact_file
+
     def log_dir(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log every file under a folder, keeping its layout, under ``artifact_path``."""
         self.client.log_artifacts(self.run_id, str(path), artifact_path)

@@ -56,7 +56,7 @@ def shape_recon(ctx) -> dict[str, float]:
     method.prepare(PrepareContext(device=ctx.device, seed=cfg.seed, work_dir=ctx.work_dir,
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
     loader = DataLoader(data, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.eval.num_workers)
-    rows, samples, timings = [], [], []
+    rows, samples, timings, pages = [], [], [], []
     for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
         batch = _to_device(batch, ctx.device)
         rec = method.reconstruct(batch)
@@ -68,6 +68,8 @@ def shape_recon(ctx) -> dict[str, float]:
             samples += _sample_rows(batch, rec, cfg.tracking.samples - len(samples))
         for name, folder in rec.extras.get("artifact_dirs", {}).items():  # per-image outputs (meshes, pages, sweeps)
             ctx.tracker.log_dir(folder, f"images/{name}")
+            if (folder / "index.html").is_file() and not pages:
+                pages.append(f"images/{name}/index.html")
         timings += rec.extras.get("timings", [])
     if not rows:
         raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
@@ -85,4 +87,8 @@ def shape_recon(ctx) -> dict[str, float]:
     ctx.tracker.log_text(buffer.getvalue(), "per_image.csv")
     ctx.tracker.log_image(vis.grid(samples), "samples/input_gtdepth_depth_gtnormal_normal_valid.png")
     ctx.tracker.log_metrics(summary)
+    if pages:  # where a person looks first: the result page of the first image
+        page = ctx.tracker.artifact_path(pages[0])
+        ctx.tracker.set_tags({"result_page": page})
+        print(f"result page: {page}")
     return summary

@@ -126,26 +126,27 @@ class GAN2Shape(ShapeMethod):
 
     # ------------------------------------------------------------------------------------------------ prepare
     def prepare(self, ctx: PrepareContext) -> None:
+        from benchmark.config import asset_path
         from benchmark.sampling import load_gan
 
         self.device, self.seed = ctx.device, ctx.seed
-        self.G, self.D = load_gan(self.gan_path, ctx.device, with_discriminator=True)
+        self.G, self.D = load_gan(str(asset_path(self.gan_path)), ctx.device, with_discriminator=True)
         if self.D is None and (self.perceptual == "disc"):
             raise BenchError(f"{self.gan_path} has no discriminator, which perceptual=disc and Step 2 need; use a "
                              "checkpoint with 'd' weights or method.perceptual=none")
         for net in (self.G, self.D):
             if net is not None:
                 net.eval().requires_grad_(False)
-        self.view_prior = (load_view_light_prior(self.view_prior_path, 6) if self.view_prior_path
+        self.view_prior = (load_view_light_prior(asset_path(self.view_prior_path), 6) if self.view_prior_path
                            else default_view_prior())
-        light_mean = (load_view_light_prior(self.light_prior_path, 4).mean if self.light_prior_path
+        light_mean = (load_view_light_prior(asset_path(self.light_prior_path), 4).mean if self.light_prior_path
                       else torch.zeros(4))
         self.geom = Geometry(border_factor=self.border_factor, view_mean=self.view_prior.mean.to(ctx.device),
                              light_mean=light_mean.to(ctx.device))
         torch.manual_seed(ctx.seed)
         nets = Networks(self.image_size, self.G.style_dim, self.inplace_relu_quirk)
         if self.pretrained:
-            nets.load_state_dict(load_networks(self.pretrained, self.image_size, self.G.style_dim))
+            nets.load_state_dict(load_networks(asset_path(self.pretrained), self.image_size, self.G.style_dim))
         self.initial_state = {k: v.clone() for k, v in nets.state_dict().items()}
         self.nets = nets.to(ctx.device)
         ftr = min(self.ftr_num, len(self.D.convs) - 1) if self.D is not None else 0
