@@ -92,11 +92,15 @@ class GAN2Shape(ShapeMethod):
                  schedule: dict | None = None, symmetry: bool | None = None, F1_d: int = 8, relative_enc: bool = True,
                  view_scale: float = 1.2, rand_light: list[float] | None = None, use_mask: bool = False,
                  lam_perc: float = 0.5, lam_smooth: float = 0.01, lam_regular: float = 0.01, lr: float = 1e-4,
-                 weight_decay: float = 5e-4, perceptual: str = "disc", ftr_num: int = 4, border_factor: float = 1.02,
+                 weight_decay: float = 5e-4, perceptual: str = "disc", ftr_num: int = 4, disc_input: str = "image",
+                 border_factor: float = 1.02,
                  inplace_relu_quirk: bool = True, inversion: dict | None = None, outputs: dict | None = None,
                  progress: bool = True):
         if perceptual not in ("disc", "none"):
             raise BenchError(f"method.perceptual must be 'disc' (discriminator features) or 'none', got {perceptual!r}")
+        if disc_input not in ("image", "native"):
+            raise BenchError(f"method.disc_input must be 'image' (S-resolution, as the original) or 'native' "
+                             f"(resized to the discriminator's size), got {disc_input!r}")
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.gan_path, self.image_size, self.pretrained, self.reset_weight = gan, image_size, pretrained, reset_weight
         self.mask_provider = MASKS.create(mask, **(mask_args or {}))
@@ -117,7 +121,7 @@ class GAN2Shape(ShapeMethod):
             hp["rand_light"] = tuple(rand_light)
         self.hp = Hyper(**hp)
         self.optim = Optim(lr=lr, weight_decay=weight_decay)
-        self.use_mask, self.perceptual, self.ftr_num = use_mask, perceptual, ftr_num
+        self.use_mask, self.perceptual, self.ftr_num, self.disc_input = use_mask, perceptual, ftr_num, disc_input
         self.border_factor, self.inplace_relu_quirk = border_factor, inplace_relu_quirk
         self.inversion = dict(inversion or {})
         self.outputs = dict(outputs or {})
@@ -150,9 +154,16 @@ class GAN2Shape(ShapeMethod):
         self.initial_state = {k: v.clone() for k, v in nets.state_dict().items()}
         self.nets = nets.to(ctx.device)
         ftr = min(self.ftr_num, len(self.D.convs) - 1) if self.D is not None else 0
-        self.disc_feature = (lambda a, b, m: discriminator_feature_loss(self.D, a, b, m, ftr)) if ftr else None
-        self.perceptual_fn = ((lambda a, b: discriminator_feature_loss(self.D, a, b, None, ftr))
-                              if self.perceptual == "disc" and ftr else None)
+        size = self.D.size if (self.D is not None and self.disc_input == "native") else None
+
+        def disc_feature(a, b, m=None):
+            if size is not None and a.shape[-1] != size:
+                a, b = resize(a, size), resize(b, size)
+                m = None if m is None else resize(m if m.dim() == 4 else m[:, None], size)
+            return discriminator_feature_loss(self.D, a, b, m, ftr)
+
+        self.disc_feature = disc_feature if ftr else None
+        self.perceptual_fn = disc_feature if self.perceptual == "disc" and ftr else None
         self.key = _key({**self.config, "seed": ctx.seed, "device": ctx.device.type})
         self.cache = Path(ctx.work_dir) / "gan2shape" / self.key
 
