@@ -18,7 +18,7 @@ from metrics.shape import nan_summary, shape_metrics
 PER_IMAGE_FIELDS = ("name", "side", "mad", "mad_exact", "mask_pixels")
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
@@ -44,6 +44,30 @@ def _sample_rows(batch: dict, rec: Reconstruction, count: int) -> list[list]:
     return rows
 
 
+def log_method_extras(ctx, rec: Reconstruction, state: dict) -> None:
+    """Log a method's per-image artifact folders (``extras["artifact_dirs"]``: name -> folder) under
+    ``images/<name>/``; collect its per-image ``extras["timings"]`` and result pages into ``state``."""
+    for name, folder in rec.extras.get("artifact_dirs", {}).items():
+        ctx.tracker.log_dir(folder, f"images/{name}")
+        if (folder / "index.html").is_file():
+            state["pages"].append(f"images/{name}/index.html")
+    state["timings"] += rec.extras.get("timings", [])
+
+
+def timing_summary(timings: list[dict[str, float]]) -> dict[str, float]:
+    """Mean seconds per image spent in each phase a method reported, as ``time_<phase>_s``."""
+    phases = sorted({k for t in timings for k in t})
+    return {f"time_{p}_s": sum(t.get(p, 0.0) for t in timings) / len(timings) for p in phases}
+
+
+def report_page(ctx, pages: list[str]) -> None:
+    """Tag the run with the first result page (where a person looks first) and print its path."""
+    if pages:
+        page = ctx.tracker.artifact_path(pages[0])
+        ctx.tracker.set_tags({"result_page": page})
+        print(f"result page: {page}")
+
+
 @EXPERIMENTS.register("shape_recon")
 def shape_recon(ctx) -> dict[str, float]:
     """Evaluate ``ctx.cfg.method`` on the experiment split; log per-image scores, a summary and a sample grid."""
@@ -56,9 +80,9 @@ def shape_recon(ctx) -> dict[str, float]:
     method.prepare(PrepareContext(device=ctx.device, seed=cfg.seed, work_dir=ctx.work_dir,
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
     loader = DataLoader(data, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.eval.num_workers)
-    rows, samples, timings, pages = [], [], [], []
+    rows, samples, state = [], [], {"timings": [], "pages": []}
     for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
-        batch = _to_device(batch, ctx.device)
+        batch = to_device(batch, ctx.device)
         rec = method.reconstruct(batch)
         _check(rec, batch, cfg.method.name)
         scores = shape_metrics(rec.depth.detach(), batch["depth"], rec.valid.detach())
@@ -66,11 +90,7 @@ def shape_recon(ctx) -> dict[str, float]:
             rows.append({"name": name, **{k: float(v[i]) for k, v in scores.items()}})
         if len(samples) < cfg.tracking.samples:
             samples += _sample_rows(batch, rec, cfg.tracking.samples - len(samples))
-        for name, folder in rec.extras.get("artifact_dirs", {}).items():  # per-image outputs (meshes, pages, sweeps)
-            ctx.tracker.log_dir(folder, f"images/{name}")
-            if (folder / "index.html").is_file() and not pages:
-                pages.append(f"images/{name}/index.html")
-        timings += rec.extras.get("timings", [])
+        log_method_extras(ctx, rec, state)
     if not rows:
         raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
     summary: dict[str, float] = {"n_images": float(len(rows))}
@@ -78,8 +98,7 @@ def shape_recon(ctx) -> dict[str, float]:
         mean, std, nans = nan_summary(torch.tensor([r[key] for r in rows]))
         summary.update({f"{key}_mean": mean, f"{key}_std": std})
     summary["n_empty_mask"] = float(nans)
-    for phase in sorted({k for t in timings for k in t}):  # seconds per image spent in each phase of the method
-        summary[f"time_{phase}_s"] = sum(t.get(phase, 0.0) for t in timings) / len(timings)
+    summary.update(timing_summary(state["timings"]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=PER_IMAGE_FIELDS)
     writer.writeheader()
@@ -87,8 +106,5 @@ def shape_recon(ctx) -> dict[str, float]:
     ctx.tracker.log_text(buffer.getvalue(), "per_image.csv")
     ctx.tracker.log_image(vis.grid(samples), "samples/input_gtdepth_depth_gtnormal_normal_valid.png")
     ctx.tracker.log_metrics(summary)
-    if pages:  # where a person looks first: the result page of the first image
-        page = ctx.tracker.artifact_path(pages[0])
-        ctx.tracker.set_tags({"result_page": page})
-        print(f"result page: {page}")
+    report_page(ctx, state["pages"])
     return summary

@@ -133,3 +133,23 @@ def test_ddp_joint_pretraining_gives_the_same_weights_on_both_ranks(tiny_synface
     assert one.returncode == 0, one.stderr[-3000:]
     # rank 1's images changed the shared weights: one process alone ends elsewhere
     assert _digests(tmp_path / "one") != digests
+
+
+def test_real_images_are_inverted_then_reconstructed(tiny_gan, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(80, 80, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(photos / "face.png")
+    work = tmp_path / "work"
+    args = ["run", "experiment=reconstruct", "method=gan2shape", "dataset=image_folder", f"dataset.root={photos}",
+            "method.mask=center", f"method.gan={tiny_gan}", "method.progress=false", f"paths.work_dir={work}",
+            "method.outputs.gan=false", "method.outputs.mesh_formats=[glb]", *TINY_SCHEDULE,
+            "presets.gan2shape.schedule.stage_len_later=[1,1,1]"]
+    result = bench(*args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder,) = work.glob("gan2shape/*/face")
+    assert (folder / "latent.safetensors").is_file() and (folder / "outputs" / "mesh.glb").is_file()
+    assert "result page: " in result.stdout

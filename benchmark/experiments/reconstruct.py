@@ -1,0 +1,43 @@
+"""Reconstruction without ground truth (e.g. ``dataset=image_folder``): run the method, keep what it produced.
+
+Logs a sample grid (input, depth in the input view, its normals, validity), the method's per-image artifacts (for
+GAN2Shape: meshes, sweeps and the result page) and the number of images; no SIDE/MAD.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from benchmark import visualize as vis
+from benchmark.errors import BenchError
+from benchmark.experiments.shape_recon import log_method_extras, report_page, timing_summary, to_device
+from benchmark.registry import EXPERIMENTS
+from methods.base import PrepareContext
+
+
+@EXPERIMENTS.register("reconstruct")
+def reconstruct(ctx) -> dict[str, float]:
+    """Reconstruct every image of the experiment split with ``ctx.cfg.method``; log outputs, return the count."""
+    cfg = ctx.cfg
+    data = ctx.load_split(cfg.experiment.split, limit=cfg.eval.limit)
+    method = ctx.create_method()
+    method.prepare(PrepareContext(device=ctx.device, seed=cfg.seed, work_dir=ctx.work_dir,
+                                  load_split=ctx.load_split, dataset_name=cfg.dataset.name))
+    loader = DataLoader(data, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.eval.num_workers)
+    count, samples, state = 0, [], {"timings": [], "pages": []}
+    for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
+        batch = to_device(batch, ctx.device)
+        rec = method.reconstruct(batch)
+        count += batch["image"].shape[0]
+        for i in range(min(cfg.tracking.samples - len(samples), batch["image"].shape[0])):
+            samples.append([vis.image_to_uint8(batch["image"][i]), vis.depth_to_uint8(rec.depth[i]),
+                            vis.normals_to_uint8(rec.depth[i]), vis.mask_to_uint8(rec.valid[i])])
+        log_method_extras(ctx, rec, state)
+    if not count:
+        raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
+    ctx.tracker.log_image(vis.grid(samples), "samples/input_depth_normal_valid.png")
+    summary = {"n_images": float(count), **timing_summary(state["timings"])}
+    ctx.tracker.log_metrics(summary)
+    report_page(ctx, state["pages"])
+    return summary
