@@ -219,9 +219,13 @@ class GAN2Shape(ShapeMethod):
             gan_image = gan_images(self.G, w, self.image_size)
         task = ImageTask(image, w, gan_image, canon_mask)
 
+        losses: dict[str, list[float]] = {}  # first and last loss of every step of every stage, for the record
+
         def on_iter(stage: int, step: str, loss: float) -> None:
             bar.update(1)
             bar.set_postfix(stage=stage, step=step, loss=f"{loss:.3f}", refresh=False)
+            pair = losses.setdefault(f"stage{stage}_{step}", [loss, loss])
+            pair[1] = loss
 
         fwd = fit_image(nets, self.G, task, self.view_prior, self.geom, self.hp, self.schedule, self.optim,
                         rng=rng, perceptual=self.perceptual_fn, disc_feature=self.disc_feature, start_stage=start,
@@ -235,6 +239,7 @@ class GAN2Shape(ShapeMethod):
                       title=f"GAN2Shape reconstruction of {folder.name}", **self.outputs)
         save_file({k: v.detach().cpu().contiguous() for k, v in result.items()}, str(folder / "result.tmp"))
         (folder / "result.tmp").replace(folder / "result.safetensors")
+        (folder / "losses.json").write_text(json.dumps({k: {"first": a, "last": b} for k, (a, b) in losses.items()}))
         (folder / "timings.json").write_text(json.dumps(dict(timings.seconds)))
         return result
 
