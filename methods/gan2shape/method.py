@@ -36,11 +36,12 @@ from benchmark.errors import BenchError
 from benchmark.registry import MASKS, METHODS
 from methods.base import PrepareContext, Reconstruction, ShapeMethod
 from methods.common.shape_prior import shape_prior_depth
+from methods.renderer.warp import canon_to_view_grid, sample_texture
 from methods.stylegan2.inversion import project as invert
 from methods.stylegan2.losses import discriminator_feature_loss
 
-from .model import Geometry, Networks
-from .pseudo import GaussianPrior, default_view_prior, load_view_light_prior
+from .model import Geometry, Networks, canonical
+from .pseudo import default_view_prior, load_view_light_prior
 from .steps import Hyper, gan_images, resize
 from .trainer import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
 
@@ -208,8 +209,6 @@ class GAN2Shape(ShapeMethod):
             timings.add("prefit", t0)
         canon_mask = None
         if self.use_mask:
-            from methods.renderer.warp import canon_to_view_grid, sample_texture
-            from .model import canonical
             with torch.no_grad():
                 depth, _ = canonical(nets, image, self.geom)
                 view = nets.netV(image) + self.geom.view_mean
