@@ -121,7 +121,7 @@ def train_unsup3d(cfg: DictConfig, overrides: list[str]) -> int:
             "device_name": device_name(device), "command": command, "resumed_from": resumed_from}
     started, commit = time.time(), tracking.git_commit()
     wall_before = float(state.extra.get("wall_time_s", 0.0))
-    last: dict[str, float] = {}
+    last: dict[str, float] = dict(state.extra.get("last_losses") or {})  # survives a resume with no new steps
     summary: dict[str, float] = {}
     per_epoch = len(data) // train_cfg.batch_size
 
@@ -131,6 +131,7 @@ def train_unsup3d(cfg: DictConfig, overrides: list[str]) -> int:
 
         def checkpoint() -> None:
             state.extra["wall_time_s"] = wall_before + time.time() - started
+            state.extra["last_losses"] = dict(last)
             training.save_checkpoint(ckpt_path, state)
 
         def evaluate() -> None:

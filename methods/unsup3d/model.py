@@ -48,6 +48,8 @@ class Unsup3dConfig:
         fov_deg, rot_center_depth, rot_range_deg, xy_range, z_range: camera and view scales (10, 1, 60, 0.1, 0).
         symmetry: render the mirrored canonical depth and albedo too (the flip terms of the loss).
         use_conf: predict confidence maps; without them the losses are plain masked L1 / L2.
+        supersample, pixel_offset: rasteriser sampling (1, 0: pixel centres; 2, 0.5: the original's 2x
+            supersampling with its half-pixel offset), see :class:`methods.renderer.warp.Renderer`.
     """
 
     image_size: int = 64
@@ -68,6 +70,8 @@ class Unsup3dConfig:
     z_range: float = 0.0
     symmetry: bool = True
     use_conf: bool = True
+    supersample: int = 1
+    pixel_offset: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict) -> "Unsup3dConfig":
@@ -86,7 +90,8 @@ class Unsup3dConfig:
         """The shared renderer's settings for this model."""
         return Renderer(fov_deg=self.fov_deg, min_depth=self.min_depth, max_depth=self.max_depth,
                         rot_center_depth=self.rot_center_depth, rot_range_deg=self.rot_range_deg,
-                        xy_range=self.xy_range, z_range=self.z_range)
+                        xy_range=self.xy_range, z_range=self.z_range, supersample=self.supersample,
+                        pixel_offset=self.pixel_offset)
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,24 @@ from torch import Tensor
 from methods.gan2shape.pseudo import GaussianPrior
 
 from .model import Unsup3dNet
-from .training import predict
+from .training import as_float_images
 
 __all__ = ["predict_view_light", "fit_gaussian", "write_prior"]
 
 
 @torch.no_grad()
 def predict_view_light(net: Unsup3dNet, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
-    """Views ``(N, 6)`` and lights ``(N, 4)`` (float64, CPU) of ``images`` ``(N, 3, S, S)`` (uint8 or [-1, 1])."""
-    outs = predict(net, images, batch_size)
-    views = torch.cat([o.view.double().cpu() for o in outs])
-    lights = torch.cat([o.light.double().cpu() for o in outs])
-    return views, lights
+    """Views ``(N, 6)`` and lights ``(N, 4)`` (float64, CPU) of ``images`` ``(N, 3, S, S)`` (uint8 or [-1, 1]).
+
+    Only the view and light networks run (no rendering); the outputs equal :attr:`Unsup3dOutput.view` / ``.light``.
+    """
+    device = next(net.parameters()).device
+    views, lights = [], []
+    for i in range(0, images.shape[0], batch_size):
+        x = as_float_images(images[i : i + batch_size]).to(device)
+        views.append(net.netV(x).double().cpu())
+        lights.append(net.netL(x).double().cpu())
+    return torch.cat(views), torch.cat(lights)
 
 
 def fit_gaussian(samples: Tensor, jitter: float = 1e-6) -> GaussianPrior:

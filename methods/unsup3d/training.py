@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from .model import Unsup3dConfig, Unsup3dNet, Unsup3dOutput
 
 __all__ = ["TrainConfig", "TrainState", "split_settings", "create_state", "batch_indices", "train_step", "train_loop",
            "save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "read_card", "evaluate_shape",
-           "predict", "as_float_images", "FORMAT"]
+           "predict", "iter_predict", "as_float_images", "FORMAT"]
 
 FORMAT = "gan2shape-bench.unsup3d"
 FORMAT_VERSION = 1
@@ -263,16 +263,22 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[
 
 # ---------------------------------------------------------------------------------------------------- inference
 @torch.no_grad()
-def predict(net: Unsup3dNet, images: Tensor, batch_size: int = 64) -> list[Unsup3dOutput]:
-    """Forward passes over ``images`` ``(N, 3, S, S)`` (uint8 or [-1, 1]) in batches, on the net's device."""
+def iter_predict(net: Unsup3dNet, images: Tensor, batch_size: int = 64) -> Iterator[Unsup3dOutput]:
+    """Forward passes over ``images`` ``(N, 3, S, S)`` (uint8 or [-1, 1]) in batches, on the net's device, one
+    batch at a time (memory stays at one batch's outputs)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     try:
-        return [net(as_float_images(images[i : i + batch_size]).to(device))
-                for i in range(0, images.shape[0], batch_size)]
+        for i in range(0, images.shape[0], batch_size):
+            yield net(as_float_images(images[i : i + batch_size]).to(device))
     finally:
         net.train(was_training)
+
+
+def predict(net: Unsup3dNet, images: Tensor, batch_size: int = 64) -> list[Unsup3dOutput]:
+    """All outputs of :func:`iter_predict` as a list (small inputs only: every output is kept)."""
+    return list(iter_predict(net, images, batch_size))
 
 
 @torch.no_grad()
@@ -282,7 +288,7 @@ def evaluate_shape(net: Unsup3dNet, images: Tensor, depths: Tensor, batch_size: 
     Uses the plain (not mirrored) render and its validity mask, as the benchmark's ``shape_recon`` does.
     """
     scores: dict[str, list[Tensor]] = {"side": [], "mad": [], "mad_exact": []}
-    for start, out in zip(range(0, images.shape[0], batch_size), predict(net, images, batch_size)):
+    for start, out in zip(range(0, images.shape[0], batch_size), iter_predict(net, images, batch_size)):
         b = out.batch
         gt = depths[start : start + b].to(out.recon_depth)
         metrics = shape_metrics(out.recon_depth[:b], gt, out.valid[:b, 0])

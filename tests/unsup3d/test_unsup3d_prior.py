@@ -6,7 +6,7 @@ import torch
 
 from methods.gan2shape.pseudo import load_view_light_prior
 from methods.unsup3d.prior import fit_gaussian, predict_view_light, write_prior
-from methods.unsup3d.training import create_state, TrainConfig
+from methods.unsup3d.training import TrainConfig, create_state, predict
 from tests.unsup3d.test_unsup3d_training import TINY, _data
 
 
@@ -21,6 +21,9 @@ def test_prior_files_have_documented_shapes_and_pd_covariances(tmp_path):
     net = create_state(TINY, TrainConfig(), seed=0).net
     views, lights = predict_view_light(net, _data(6), batch_size=4)
     assert views.shape == (6, 6) and lights.shape == (6, 4)
+    full = predict(net, _data(6), batch_size=4)  # the same as the full forward pass's view and light
+    torch.testing.assert_close(views.float(), torch.cat([o.view for o in full]))
+    torch.testing.assert_close(lights.float(), torch.cat([o.light for o in full]))
     for name, samples, dim in (("view", views, 6), ("light", lights, 4)):
         path = write_prior(tmp_path / f"{name}.json", fit_gaussian(samples), {"kind": name})
         data = json.loads(path.read_text())
