@@ -63,4 +63,4 @@ def test_unsup3d_method_in_the_harness(trained, workdir, tiny_synface):
     assert summary["n_images"] == 6 and summary["side_mean"] > 0 and summary["mad_mean"] > 0
     # the no-symmetry ablation needs weights trained without symmetry: these are not
     with pytest.raises(BenchError, match="symmetry"):
-        run(compose([*base, "ablation=unsup3d_no_symmetry", f"method.weights_no_symmetry={export}"]))
+        run(compose([*base, "ablation=no_symmetry", f"method.weights_no_symmetry={export}"]))
