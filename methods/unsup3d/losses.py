@@ -109,7 +109,7 @@ def depth_smoothness(depth: Tensor, min_depth: float = 0.9, max_depth: float = 1
     Returns:
         scalar tensor.
 
-    >>> float(depth_smoothness(torch.tensor([[[0.9, 1.1], [0.9, 1.1]]])))
+    >>> round(float(depth_smoothness(torch.tensor([[[0.9, 1.1], [0.9, 1.1]]]))), 6)
     1.0
     """
     check_shape(depth, "B,H,W", "depth")
