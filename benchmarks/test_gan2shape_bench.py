@@ -26,14 +26,6 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 BATCH = 16
 
 
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def setup(device: str):
     torch.manual_seed(0)
     G, D = load_gan(str(asset_path("weights/stylegan2_synface_proc_32.safetensors")), torch.device(device), True)

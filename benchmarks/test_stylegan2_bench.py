@@ -24,14 +24,6 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 PATHS = ["fast", "reference"]
 
 
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def build(size: int, device: str):
     torch.manual_seed(0)
     g = Generator(size, style_dim=512, n_mlp=8, channels=CONFIGS[size]).to(device)

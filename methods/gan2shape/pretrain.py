@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .model import STEP_NETS, Geometry, Networks, PhotoForward, Render
 from .pseudo import GaussianPrior
 from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
-from .trainer import Optim, Schedule, StageCheckpoint, Timings, prefit_depth
+from .trainer import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
 
 __all__ = ["JointData", "StepLoss", "pretrain"]
 
@@ -121,16 +121,9 @@ def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom
         return order.pop()
 
     def run(step: int, length: int, inputs_fn: Callable[[], dict], stage: int) -> None:
-        nets.train_only(STEP_NETS[step])
+        nets.train_only(STEP_NETS[step])  # before wrapping: DDP synchronises the parameters that need gradients
         model = _wrap(StepLoss(nets, step, geom, hp, G, perceptual, disc_feature), device)
-        opt = optim.make(nets.parameters_of(STEP_NETS[step]))
-        for _ in range(length):
-            loss = model(**inputs_fn())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if on_iter:
-                on_iter(stage, f"step{step}", loss.item())
+        run_step(nets, step, length, lambda: model(**inputs_fn()), optim, on_iter, stage)
 
     for stage in range(start, schedule.num_stage):
         rng.manual_seed(seed + rank + 7919 * stage)  # per rank and stage, so a resumed stage draws the same numbers

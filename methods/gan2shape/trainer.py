@@ -26,7 +26,7 @@ from .model import STEP_NETS, Geometry, Networks, PhotoForward, canonical
 from .pseudo import GaussianPrior
 from .steps import Hyper, Perceptual, FeatureLoss, make_pseudo, step1, step2, step3
 
-__all__ = ["Schedule", "Optim", "ImageTask", "StageCheckpoint", "prefit_depth", "fit_image"]
+__all__ = ["Schedule", "Optim", "ImageTask", "StageCheckpoint", "prefit_depth", "run_step", "fit_image"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,21 @@ def prefit_depth(nets: Networks, image: Tensor, prior_depth: Tensor, geom: Geome
     return loss.item()
 
 
+def run_step(nets: Networks, step: int, length: int, loss_fn: Callable[[], Tensor], optim: Optim,
+             on_iter: Callable[[int, str, float], None] | None = None, stage: int = 0) -> None:
+    """``length`` iterations of ``loss_fn()`` with a fresh Adam over exactly the networks of ``step``
+    (:data:`.model.STEP_NETS`), the others frozen; ``on_iter(stage, "step<k>", loss)`` after each."""
+    nets.train_only(STEP_NETS[step])
+    opt = optim.make(nets.parameters_of(STEP_NETS[step]))
+    for _ in range(length):
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_iter:
+            on_iter(stage, f"step{step}", loss.item())
+
+
 def _sample_pool(pool: tuple[Tensor, Tensor], n: int, rng: torch.Generator, device) -> tuple[Tensor, Tensor]:
     images, masks = pool
     idx = torch.randint(0, images.shape[0], (n,), generator=rng)
@@ -181,30 +196,18 @@ def fit_image(nets: Networks, G, task: ImageTask, view_prior: GaussianPrior, geo
         flip1, flip3 = bool(schedule.flip1[stage]), bool(schedule.flip3[stage])
 
         t = time.perf_counter()
-        nets.train_only(STEP_NETS[1])
-        opt = optim.make(nets.parameters_of(STEP_NETS[1]))
-        for _ in range(len1):
-            loss, _ = step1(nets, image, geom, hp, flip=flip1, perceptual=perceptual)
-            opt.zero_grad(set_to_none=True)
-            loss.total.backward()
-            opt.step()
-            if on_iter:
-                on_iter(stage, "step1", loss.total.item())
+        run_step(nets, 1, len1, lambda: step1(nets, image, geom, hp, flip=flip1, perceptual=perceptual)[0].total,
+                 optim, on_iter, stage)
         with torch.no_grad():  # the canonical model Step 2 relights (the latest Step-1 forward)
             canon = step1(nets, image, geom, hp, flip=flip1)[1].detach()
         timings.add("step1", t)
 
+        def pseudo_samples():
+            return make_pseudo(canon, n, view_prior, geom, hp, rng, task.canon_mask)
+
         t = time.perf_counter()
-        nets.train_only(STEP_NETS[2])
-        opt = optim.make(nets.parameters_of(STEP_NETS[2]))
-        for _ in range(len2):
-            pseudo = make_pseudo(canon, n, view_prior, geom, hp, rng, task.canon_mask)
-            loss, _ = step2(nets, G, task.w, task.gan_image, pseudo, hp, disc_feature)
-            opt.zero_grad(set_to_none=True)
-            loss.total.backward()
-            opt.step()
-            if on_iter:
-                on_iter(stage, "step2", loss.total.item())
+        run_step(nets, 2, len2, lambda: step2(nets, G, task.w, task.gan_image, pseudo_samples(), hp,
+                                              disc_feature)[0].total, optim, on_iter, stage)
         timings.add("step2", t)
 
         t = time.perf_counter()
@@ -212,24 +215,18 @@ def fit_image(nets: Networks, G, task: ImageTask, view_prior: GaussianPrior, geo
         images, masks = [], []
         with torch.no_grad():
             for _ in range(schedule.collect_iters):
-                pseudo = make_pseudo(canon, n, view_prior, geom, hp, rng, task.canon_mask)
-                _, projected = step2(nets, G, task.w, task.gan_image, pseudo, hp, None)
-                images.append(projected.cpu())
+                pseudo = pseudo_samples()
+                images.append(step2(nets, G, task.w, task.gan_image, pseudo, hp, None)[1].cpu())
                 masks.append(pseudo.masks.cpu())
         pool = (torch.cat(images), torch.cat(masks))
         timings.add("collect", t)
 
+        def step3_loss():
+            projected, projected_masks = _sample_pool(pool, n, rng, device)
+            return step3(nets, image, projected, projected_masks, geom, hp, flip=flip3, perceptual=perceptual)[0].total
+
         t = time.perf_counter()
-        nets.train_only(STEP_NETS[3])
-        opt = optim.make(nets.parameters_of(STEP_NETS[3]))
-        for _ in range(len3):
-            projected, masks = _sample_pool(pool, n, rng, device)
-            loss, _ = step3(nets, image, projected, masks, geom, hp, flip=flip3, perceptual=perceptual)
-            opt.zero_grad(set_to_none=True)
-            loss.total.backward()
-            opt.step()
-            if on_iter:
-                on_iter(stage, "step3", loss.total.item())
+        run_step(nets, 3, len3, step3_loss, optim, on_iter, stage)
         timings.add("step3", t)
         if on_stage:
             on_stage(stage)
