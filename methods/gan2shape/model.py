@@ -7,7 +7,7 @@ turns an image into canonical depth/albedo, a view and a light, and renders it b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
@@ -86,6 +86,10 @@ class Render:
     diffuse: Tensor
     texture: Tensor
 
+    def map(self, fn) -> "Render":
+        """A copy with ``fn`` applied to every tensor (e.g. ``Tensor.detach``, or a move to a device)."""
+        return Render(*(fn(getattr(self, f.name)) for f in fields(self)))
+
 
 @dataclass(frozen=True)
 class PhotoForward:
@@ -100,13 +104,14 @@ class PhotoForward:
     render: Render
     render_flip: Render | None = None
 
+    def map(self, fn) -> "PhotoForward":
+        """A copy with ``fn`` applied to every tensor, renders included."""
+        return PhotoForward(fn(self.depth), fn(self.albedo), fn(self.view), fn(self.light), self.render.map(fn),
+                            None if self.render_flip is None else self.render_flip.map(fn))
+
     def detach(self) -> "PhotoForward":
         """A copy cut from the graph (what Step 2 reads)."""
-        def cut(r: Render | None) -> Render | None:
-            return None if r is None else Render(*(t.detach() for t in (r.image, r.view_depth, r.valid, r.normal,
-                                                                         r.diffuse, r.texture)))
-        return PhotoForward(self.depth.detach(), self.albedo.detach(), self.view.detach(), self.light.detach(),
-                            cut(self.render), cut(self.render_flip))
+        return self.map(Tensor.detach)
 
     @property
     def k_ambient(self) -> Tensor:

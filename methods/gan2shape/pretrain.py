@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .model import STEP_NETS, Geometry, Networks, PhotoForward, Render
+from .model import STEP_NETS, Geometry, Networks
 from .pseudo import GaussianPrior
 from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
 from .trainer import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
@@ -82,13 +82,6 @@ def _wrap(module: StepLoss, device: torch.device) -> nn.Module:
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _to(fwd: PhotoForward, device) -> PhotoForward:
-    """A canonical forward (without its mirrored render) moved to ``device``."""
-    r = fwd.render
-    render = Render(*(t.to(device) for t in (r.image, r.view_depth, r.valid, r.normal, r.diffuse, r.texture)))
-    return PhotoForward(fwd.depth.to(device), fwd.albedo.to(device), fwd.view.to(device), fwd.light.to(device), render)
-
-
 def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom: Geometry, hp: Hyper,
              schedule: Schedule, optim: Optim, *, device: torch.device, seed: int = 0, prefit_iters: int = 1000,
              perceptual: Perceptual | None = None, disc_feature: FeatureLoss | None = None,
@@ -135,13 +128,13 @@ def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom
         run(1, len1, lambda: {"image": data.images[next_image()][None].to(device), "flip": flip1}, stage)
         nets.train_only(())
         with torch.no_grad():  # Step-1 collect: every image's canonical model, for Step 2
-            canon = [_to(step1(nets, data.images[i][None].to(device), geom, hp, flip1)[1].detach(), "cpu")
+            canon = [step1(nets, data.images[i][None].to(device), geom, hp, flip1)[1].detach().map(Tensor.cpu)
                      for i in range(len(data))]
         timings.add("step1", t)
 
         def step2_inputs() -> dict:
             i = next_image()
-            pseudo = make_pseudo(_to(canon[i], device), schedule.batch_size, view_prior, geom, hp, rng)
+            pseudo = make_pseudo(canon[i].map(lambda t: t.to(device)), schedule.batch_size, view_prior, geom, hp, rng)
             return {"w": data.w[i][None].to(device), "gan_image": data.gan_images[i][None].to(device),
                     "pseudo": pseudo, "index": i}
 
