@@ -2,8 +2,10 @@
 
 A shape method is a class registered with ``@METHODS.register(name)``; its constructor takes the keys of its
 ``configs/method/<name>.yaml`` (minus ``name``). The runner calls ``prepare(ctx)`` once (fit statistics, load or
-train weights), then ``reconstruct(batch)`` on batches of the evaluation split. Rotation methods (later) add
-``rotate``.
+train weights), then ``reconstruct(batch)`` on batches of the evaluation split.
+
+A rotation method (the face-rotation experiment) subclasses :class:`RotationMethod` instead, or as well (GAN2Shape
+does both): ``prepare(ctx)``, then ``rotate(seeds, yaw_deg)``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -61,3 +63,31 @@ class ShapeMethod(ABC):
     @abstractmethod
     def reconstruct(self, batch: dict[str, Tensor]) -> Reconstruction:
         """Reconstruct a batch (``image`` ``(B, 3, H, W)`` and whatever else the dataset provides)."""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What a rotation method returns for ``N`` sources rotated to ``A`` yaw angles.
+
+    Attributes:
+        source: ``(N, 3, H, W)`` in [-1, 1], the unrotated image of each source (what identity is compared with).
+        rotated: ``(N, A, 3, H, W)`` in [-1, 1], source ``n`` turned by ``yaw_deg[a]`` degrees about the vertical
+            axis (positive: the face turns towards image-left, the synface_proc ``view`` convention).
+        extras: anything else worth logging (latents, calibration figures, ...).
+    """
+
+    source: Tensor
+    rotated: Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class RotationMethod(ABC):
+    """Base class for face-rotation methods: each draws source ``seed`` from its own generator and turns it."""
+
+    def prepare(self, ctx: PrepareContext) -> None:
+        """Load weights, find and calibrate directions, ... (default: nothing)."""
+
+    @abstractmethod
+    def rotate(self, seeds: Sequence[int], yaw_deg: Tensor) -> Rotation:
+        """Rotate the sources drawn from ``seeds`` (one latent per seed, ``torch.Generator().manual_seed(seed)``)
+        by each angle of ``yaw_deg`` ``(A,)`` degrees, relative to the source's own pose."""
