@@ -72,7 +72,7 @@ class Rotation:
     Attributes:
         source: ``(N, 3, H, W)`` in [-1, 1], the unrotated image of each source (what identity is compared with).
         rotated: ``(N, A, 3, H, W)`` in [-1, 1], source ``n`` turned by ``yaw_deg[a]`` degrees about the vertical
-            axis (positive: the face turns towards image-left, the synface_proc ``view`` convention).
+            axis, in synface_proc's ``view`` yaw convention (the sign the shared yaw regressor reads).
         extras: anything else worth logging (latents, calibration figures, ...).
     """
 
