@@ -97,10 +97,12 @@ def generate_eval(g_ema, n: int, seed: int, device: torch.device, batch: int = 2
 def train_command(overrides: list[str]) -> int:
     """``bench train [overrides]``: compose ``configs/train.yaml`` and run the trainer of ``model.arch``."""
     from benchmark import train_gan2shape, train_unsup3d
+    from benchmark.train_yaw import train_yaw_regressor
 
     trainers = {"stylegan2": train_stylegan2, "unsup3d": train_unsup3d.train_unsup3d,
                 "view_light_prior": train_unsup3d.fit_view_light_prior,
-                "gan2shape_pretrain": train_gan2shape.train_gan2shape_pretrain}
+                "gan2shape_pretrain": train_gan2shape.train_gan2shape_pretrain,
+                "yaw_regressor": train_yaw_regressor}
     cfg = compose(overrides, config_name=TRAIN_CONFIG)
     if cfg.model.arch not in trainers:
         raise BenchError(f"bench train has no trainer for model arch '{cfg.model.arch}'; valid: {', '.join(trainers)}")
