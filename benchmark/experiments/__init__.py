@@ -4,4 +4,4 @@ An experiment is a function ``fn(ctx: RunContext) -> dict[str, float]`` that log
 its summary metrics.
 """
 
-from benchmark.experiments import reconstruct, shape_recon  # noqa: F401  (registration)
+from benchmark.experiments import face_rotation, reconstruct, shape_recon  # noqa: F401  (registration)

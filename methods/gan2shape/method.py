@@ -34,15 +34,15 @@ from tqdm import tqdm
 
 from benchmark.errors import BenchError
 from benchmark.registry import MASKS, METHODS
-from methods.base import PrepareContext, Reconstruction, ShapeMethod
+from methods.base import PrepareContext, Reconstruction, Rotation, RotationMethod, ShapeMethod
 from methods.common.shape_prior import shape_prior_depth
-from methods.renderer.warp import canon_to_view_grid, sample_texture
+from methods.renderer.warp import canon_to_view_grid, render_given_view, render_mesh, sample_texture
 from methods.stylegan2.inversion import project as invert
 from methods.stylegan2.losses import discriminator_feature_loss
 
-from .model import Geometry, Networks, canonical
+from .model import Geometry, Networks, canonical, render
 from .pseudo import default_view_prior, load_view_light_prior
-from .steps import Hyper, gan_images, resize
+from .steps import Hyper, gan_images, project, resize
 from .trainer import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
 
 __all__ = ["GAN2Shape", "load_networks", "save_networks"]
@@ -81,10 +81,11 @@ def _key(config: dict[str, Any]) -> str:
 
 
 @METHODS.register("gan2shape")
-class GAN2Shape(ShapeMethod):
+class GAN2Shape(ShapeMethod, RotationMethod):
     """GAN2Shape (Pan et al., ICLR 2021): depth, albedo, view and light of one image from a pretrained StyleGAN2.
 
-    Constructor arguments are the keys of ``configs/method/gan2shape.yaml`` (documented there).
+    Constructor arguments are the keys of ``configs/method/gan2shape.yaml`` (documented there). As a rotation
+    method (:meth:`rotate`) it reconstructs GAN samples and turns their 3D model.
     """
 
     def __init__(self, gan: str, image_size: int = 64, pretrained: str | None = None, reset_weight: bool = True,
@@ -96,13 +97,19 @@ class GAN2Shape(ShapeMethod):
                  weight_decay: float = 5e-4, perceptual: str = "disc", ftr_num: int = 4, disc_input: str = "image",
                  border_factor: float = 1.02,
                  inplace_relu_quirk: bool = True, inversion: dict | None = None, outputs: dict | None = None,
-                 progress: bool = True):
+                 progress: bool = True, rotation: dict | None = None):
         if perceptual not in ("disc", "none"):
             raise BenchError(f"method.perceptual must be 'disc' (discriminator features) or 'none', got {perceptual!r}")
         if disc_input not in ("image", "native"):
             raise BenchError(f"method.disc_input must be 'image' (S-resolution, as the original) or 'native' "
                              f"(resized to the discriminator's size), got {disc_input!r}")
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        # the cache key: everything that changes a reconstruction (rotation settings only change what is shown)
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "rotation")}
+        self.rotation = {"mode": "gan", "mask": "grabcut", "mask_args": {}, **(rotation or {})}
+        if self.rotation["mode"] not in ("gan", "3d"):
+            raise BenchError(f"method.rotation.mode must be 'gan' (Rotation-GAN: the rotated render re-projected "
+                             f"through the GAN) or '3d' (Rotation-3D: the textured mesh), got {self.rotation['mode']!r}")
+        self.rotation_mask = MASKS.create(self.rotation["mask"], **self.rotation["mask_args"])
         self.gan_path, self.image_size, self.pretrained, self.reset_weight = gan, image_size, pretrained, reset_weight
         self.mask_provider = MASKS.create(mask, **(mask_args or {}))
         self.shape_prior = dict(shape_prior or {"kind": "ellipsoid"})
@@ -242,19 +249,16 @@ class GAN2Shape(ShapeMethod):
         (folder / "timings.json").write_text(json.dumps(dict(timings.seconds)))
         return result
 
-    def reconstruct(self, batch: dict) -> Reconstruction:
+    def _results(self, batch: dict, mask_provider, folders: list[Path]) -> list[dict[str, torch.Tensor]]:
+        """Per-image results (:data:`RESULT_KEYS`) of a batch: cached ones loaded, the others fitted and cached."""
         images = batch["image"].to(self.device)
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            raise BenchError(f"gan2shape is configured for {self.image_size}x{self.image_size} images, got "
-                             f"{tuple(images.shape[-2:])}; set method.image_size or the dataset's image size")
-        names = list(batch.get("name", [f"image_{i}" for i in range(images.shape[0])]))
-        folders = [self.cache / n for n in names]
+        names = [f.name for f in folders]
         done = {i: load_file(str(f / "result.safetensors")) for i, f in enumerate(folders)
                 if (f / "result.safetensors").is_file()}
         todo = [i for i in range(len(names)) if i not in done]
         if todo:
             sub = {k: (v[todo] if isinstance(v, torch.Tensor) else [v[i] for i in todo]) for k, v in batch.items()}
-            masks = self.mask_provider(sub).to(self.device)
+            masks = mask_provider(sub).to(self.device)
             latents = self.latents(sub, [folders[i] for i in todo])
             total = len(todo) * self.schedule.iterations()
             with tqdm(total=total, desc="gan2shape", disable=not self.progress or None, leave=False) as bar:
@@ -262,7 +266,50 @@ class GAN2Shape(ShapeMethod):
                     bar.set_description(f"gan2shape {names[i]} ({j + 1}/{len(todo)})")
                     index = int(batch["index"][i]) if "index" in batch else i
                     done[i] = self._fit_one(images[i:i + 1], latents[j:j + 1], masks[j:j + 1], folders[i], index, bar)
-        fields = {k: torch.cat([done[i][k].to(self.device) for i in range(len(names))]) for k in RESULT_KEYS}
+        return [{k: v.to(self.device) for k, v in done[i].items()} for i in range(len(names))]
+
+    def reconstruct(self, batch: dict) -> Reconstruction:
+        images = batch["image"]
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise BenchError(f"gan2shape is configured for {self.image_size}x{self.image_size} images, got "
+                             f"{tuple(images.shape[-2:])}; set method.image_size or the dataset's image size")
+        names = list(batch.get("name", [f"image_{i}" for i in range(images.shape[0])]))
+        folders = [self.cache / n for n in names]
+        results = self._results(batch, self.mask_provider, folders)
+        fields = {k: torch.cat([r[k] for r in results]) for k in RESULT_KEYS}
         timings = [json.loads((f / "timings.json").read_text()) for f in folders if (f / "timings.json").is_file()]
         return Reconstruction(**fields, extras={"artifact_dirs": {n: f / "outputs" for n, f in zip(names, folders)},
                                                 "timings": timings})
+
+    # ------------------------------------------------------------------------------------------------ rotation
+    @torch.no_grad()
+    def rotate(self, seeds, yaw_deg: torch.Tensor) -> Rotation:
+        """Reconstruct ``G(w)`` of each seed (cached like any image, mask from ``rotation.mask``), turn the 3D model
+        by each yaw relative to its predicted view, and show it re-projected through the GAN (``rotation.mode=gan``,
+        Rotation-GAN: the warp render -> E -> G, as the paper's face rotation) or as the textured mesh (``3d``)."""
+        seeds = [int(s) for s in seeds]
+        w = self.G.seed_latents(seeds).to(self.device)
+        sources = gan_images(self.G, w, self.image_size)
+        mask = self.rotation["mask"]
+        folders = [self.cache / f"seed_{s:06d}_{mask}" for s in seeds]
+        batch = {"image": sources, "latent": w, "index": torch.tensor(seeds)}
+        with torch.enable_grad():
+            results = self._results(batch, self.rotation_mask, folders)
+        r = self.geom.renderer
+        rotated = []
+        for i, res in enumerate(results):
+            shown = render(res["canon_depth"], res["albedo"], res["view"], res["light"], self.geom)
+            views = res["view"].repeat(len(yaw_deg), 1)
+            views[:, 1] += yaw_deg.to(views) / r.rot_range_deg
+            texture = shown.texture.expand(len(views), -1, -1, -1)
+            depth = res["canon_depth"].expand(len(views), -1, -1)
+            if self.rotation["mode"] == "3d":
+                rotated.append(render_mesh(texture, depth, views, r))
+                continue
+            if not StageCheckpoint(folders[i], self.key).load(self.nets):
+                raise BenchError(f"{folders[i]} has a result but no final stage checkpoint, which Rotation-GAN "
+                                 "needs; delete the folder to refit it")
+            warp = render_given_view(texture, depth, views, r).image
+            rotated.append(project(self.nets, self.G, w[i:i + 1], warp, sources[i:i + 1], self.hp)[0])
+        return Rotation(source=sources, rotated=torch.stack(rotated).clamp(-1, 1),
+                        extras={"latents": w.cpu(), "mode": self.rotation["mode"]})

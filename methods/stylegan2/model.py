@@ -355,6 +355,13 @@ class Generator(nn.Module):
         """Full mapping z (B, D) -> w (B, D)."""
         return self.style(z)
 
+    def seed_latents(self, seeds: Sequence[int]) -> Tensor:
+        """W latents ``(N, D)`` of integer ``seeds``: ``z ~ N(0, I)`` drawn by ``torch.Generator().manual_seed(seed)``
+        on the CPU (the same face on every device), then mapped. Every method that rotates "source ``seed``" of this
+        generator starts from this latent."""
+        z = torch.cat([torch.randn(1, self.style_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        return self.get_latent(z.to(self.input.input.device))
+
     def style_forward(self, x: Tensor, skip: int = 0, depth: int | None = None) -> Tensor:
         """Partial mapping (B, D) -> (B, D): apply ``style`` entries with ``skip <= index < depth``.
 
