@@ -98,11 +98,14 @@ def train_command(overrides: list[str]) -> int:
     """``bench train [overrides]``: compose ``configs/train.yaml`` and run the trainer of ``model.arch``."""
     from benchmark import train_gan2shape, train_unsup3d
     from benchmark.train_yaw import train_yaw_regressor
+    from benchmark.train_identity import train_identity
 
     trainers = {"stylegan2": train_stylegan2, "unsup3d": train_unsup3d.train_unsup3d,
                 "view_light_prior": train_unsup3d.fit_view_light_prior,
                 "gan2shape_pretrain": train_gan2shape.train_gan2shape_pretrain,
-                "yaw_regressor": train_yaw_regressor}
+                "yaw_regressor": train_yaw_regressor, "identity": train_identity}
+    from benchmark.train_hologan import train_hologan
+    trainers["hologan"] = train_hologan
     cfg = compose(overrides, config_name=TRAIN_CONFIG)
     if cfg.model.arch not in trainers:
         raise BenchError(f"bench train has no trainer for model arch '{cfg.model.arch}'; valid: {', '.join(trainers)}")
