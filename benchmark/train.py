@@ -106,8 +106,6 @@ def train_command(overrides: list[str]) -> int:
                 "yaw_regressor": train_yaw_regressor, "identity": train_identity}
     from benchmark.train_hologan import train_hologan
     trainers["hologan"] = train_hologan
-    from benchmark.train_hologan import train_hologan
-    trainers["hologan"] = train_hologan
     cfg = compose(overrides, config_name=TRAIN_CONFIG)
     if cfg.model.arch not in trainers:
         raise BenchError(f"bench train has no trainer for model arch '{cfg.model.arch}'; valid: {', '.join(trainers)}")
