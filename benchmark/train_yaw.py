@@ -100,7 +100,8 @@ def train_yaw_regressor(cfg: DictConfig, overrides: list[str]) -> int:
     net = YawRegressor(int(m.width), int(m.n_out), int(m.image_size), float(m.unit_deg)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=float(m.lr))
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    want = {"model": plain(m), "dataset": cfg.dataset.name, "seed": int(cfg.seed)}
+    resume_keys = {k: v for k, v in plain(m).items() if k not in ("iterations", "val_split", "val_images", "export")}
+    want = {"model": resume_keys, "dataset": cfg.dataset.name, "seed": int(cfg.seed)}
     step, wall_before = 0, 0.0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -155,8 +156,8 @@ def train_yaw_regressor(cfg: DictConfig, overrides: list[str]) -> int:
             step += 1
             bar.update(1)
             if step % int(cfg.train.log_every) == 0:
-                tracker.log_metrics({"loss": float(loss)}, step=step)
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                tracker.log_metrics({"loss": float(loss.detach())}, step=step)
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if step % int(cfg.train.checkpoint_every) == 0:
                 checkpoint()
             if step % int(cfg.train.eval_every) == 0 and step < iterations:
