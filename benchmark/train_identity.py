@@ -164,8 +164,9 @@ def train_identity(cfg: DictConfig, overrides: list[str]) -> int:
     _, labels = identity.unique(return_inverse=True)
     val_images, val_identity, val_view, val_info = load_labelled(cfg, m.val_split, m.val_images, size)
     net = EmbeddingNet(size, tuple(m.widths), int(m.embedding_dim)).to(device)
-    centres = torch.nn.Parameter(torch.randn(int(labels.max()) + 1, int(m.embedding_dim),
-                                             generator=torch.Generator().manual_seed(seed)).to(device))
+    # unit-norm class centres: Adam moves each coordinate by ~lr per step, so the angular step is ~lr / |centre|
+    centres = torch.nn.Parameter(F.normalize(torch.randn(int(labels.max()) + 1, int(m.embedding_dim),
+                                                         generator=torch.Generator().manual_seed(seed)), dim=1).to(device))
     opt = torch.optim.AdamW([*net.parameters(), centres], lr=float(m.lr), weight_decay=float(m.weight_decay))
     want = {"model": plain(m), "dataset": cfg.dataset.name, "seed": seed}
     step, extra = 0, {**want, "wall_time_s": 0.0, "last_losses": {}}
