@@ -31,7 +31,7 @@ from benchmark.errors import BenchError
 
 __all__ = ["IMAGE_SIZE", "DEFAULT_WEIGHTS", "YawRegressor", "resize_for_regressor", "load_yaw_regressor",
            "save_yaw_regressor", "predict_yaw", "pearson", "yaw_response", "yaw_direction_score", "select_direction",
-           "Calibration", "fit_line", "calibrate", "DirectionChoice"]
+           "Calibration", "fit_line", "fit_two_sided", "calibrate", "DirectionChoice"]
 
 IMAGE_SIZE = 32
 DEFAULT_WEIGHTS = "weights/yaw_regressor_synface_proc.safetensors"
@@ -192,15 +192,32 @@ def select_direction(make_edit: Callable[[int], EditFn], n_candidates: int, samp
 
 @dataclass(frozen=True)
 class Calibration:
-    """A least-squares line ``yaw change = intercept + deg_per_unit * strength`` and its fit quality ``r2``."""
+    """A least-squares line ``yaw change = intercept + deg_per_unit * strength`` and its fit quality ``r2``, and
+    the two-sided fit through the origin (``neg_deg_per_unit`` for strength < 0, ``pos_deg_per_unit`` for
+    strength > 0) with its ``r2_two_sided``: edits that saturate on one side (a head already turned far left
+    turns little further left) keep their mean yaw change on target on both sides."""
 
     deg_per_unit: float
     intercept: float
     r2: float
     n: int
+    neg_deg_per_unit: float | None = None
+    pos_deg_per_unit: float | None = None
+    r2_two_sided: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def strength(self, yaw_deg: Tensor) -> Tensor:
+        """Strengths (A,) that turn by ``yaw_deg`` (A,): the side slopes when fitted, else ``deg_per_unit``.
+
+        >>> Calibration(2.0, 0.0, 1.0, 4, 1.0, 4.0).strength(torch.tensor([-2.0, 0.0, 8.0])).tolist()
+        [-2.0, 0.0, 2.0]
+        """
+        yaw = yaw_deg.double()
+        if self.neg_deg_per_unit is None or self.pos_deg_per_unit is None:
+            return yaw / self.deg_per_unit
+        return torch.where(yaw < 0, yaw / self.neg_deg_per_unit, yaw / self.pos_deg_per_unit)
 
 
 def fit_line(x: Tensor, y: Tensor) -> Calibration:
@@ -221,12 +238,32 @@ def fit_line(x: Tensor, y: Tensor) -> Calibration:
     return Calibration(slope, intercept, 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0, int(x.numel()))
 
 
+def fit_two_sided(x: Tensor, y: Tensor) -> tuple[float, float, float]:
+    """Slopes through the origin of ``y`` on ``x`` (N,) for ``x < 0`` and ``x > 0``, and the R^2 of that model.
+
+    >>> fit_two_sided(torch.tensor([-2., -1., 0., 1., 2.]), torch.tensor([-2., -1., 0., 3., 6.]))
+    (1.0, 3.0, 1.0)
+    """
+    x, y = x.double().flatten(), y.double().flatten()
+    neg, pos = x < 0, x > 0
+    if not neg.any() or not pos.any():
+        raise ValueError("a two-sided fit needs strengths on both sides of 0")
+    slopes = [float((x[m] * y[m]).sum() / (x[m] ** 2).sum()) for m in (neg, pos)]
+    pred = torch.where(neg, x * slopes[0], x * slopes[1])
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return slopes[0], slopes[1], 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else 0.0
+
+
 def calibrate(edit_fn: EditFn, samples: Any, strengths: Sequence[float], regressor: nn.Module) -> Calibration:
-    """Degrees of regressor yaw per unit of strength: a line fit of the yaw change of every held sample
-    (relative to strength 0) against strength. ``rotate`` then uses ``strength = yaw_deg / deg_per_unit``."""
+    """Degrees of regressor yaw per unit of strength: line fits (one line, and two half-lines through the origin
+    when strengths have both signs) of the yaw change of every held sample (relative to strength 0) against
+    strength. ``rotate`` then uses ``strength = Calibration.strength(yaw_deg)``."""
     delta = yaw_response(edit_fn, samples, strengths, regressor)
     s = torch.as_tensor(list(strengths), dtype=torch.float64)[:, None].expand_as(delta)
     cal = fit_line(s, delta)
     if not math.isfinite(cal.deg_per_unit) or cal.deg_per_unit == 0:
         raise BenchError("calibration found no yaw response to the edit (slope 0); the direction does not rotate")
+    if (s < 0).any() and (s > 0).any():
+        neg, pos, r2 = fit_two_sided(s, delta)
+        cal = Calibration(cal.deg_per_unit, cal.intercept, cal.r2, cal.n, neg, pos, r2)
     return cal
