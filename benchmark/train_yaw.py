@@ -70,7 +70,7 @@ def evaluate_mae(net: YawRegressor, images: torch.Tensor, views: torch.Tensor, b
     """Mean absolute yaw (and pitch) error in degrees of ``net`` on uint8 images (N, 3, S, S), views (N, 3)."""
     net.eval()
     device = next(net.parameters()).device
-    pred = torch.cat([net(c.to(device).float() / 127.5 - 1).cpu() for c in images.split(batch)])
+    pred = torch.cat([net.predict(c.to(device).float() / 127.5 - 1).cpu() for c in images.split(batch)])
     net.train()
     out = {"mae_yaw_deg": float((pred[:, 0] - views[:, 0]).abs().mean())}
     if pred.shape[1] > 1:

@@ -56,14 +56,15 @@ def resize_for_regressor(images: Tensor, size: int = IMAGE_SIZE) -> Tensor:
 
 
 class YawRegressor(nn.Module):
-    """A small CNN: images (B, 3, H, W) in [-1, 1] -> (B, n_out) degrees, column 0 yaw (column 1 pitch if present).
+    """A small CNN: images (B, 3, H, W) in [-1, 1] -> yaw (B,) degrees; :meth:`predict` gives every output
+    (B, n_out) degrees, column 0 yaw, column 1 pitch (when ``n_out`` = 2).
 
     Four stride-2 convolutions take the resized 32 px input to 2x2, then two linear layers. Outputs are trained in
     units of ``unit_deg`` degrees and returned in degrees.
 
     >>> net = YawRegressor(width=8)
-    >>> net(torch.zeros(3, 3, 32, 32)).shape, net(torch.zeros(3, 3, 64, 64)).shape
-    (torch.Size([3, 2]), torch.Size([3, 2]))
+    >>> net(torch.zeros(3, 3, 64, 64)).shape, net.predict(torch.zeros(3, 3, 8, 8)).shape
+    (torch.Size([3]), torch.Size([3, 2]))
     """
 
     def __init__(self, width: int = 24, n_out: int = 2, image_size: int = IMAGE_SIZE, unit_deg: float = 30.0):
@@ -87,8 +88,13 @@ class YawRegressor(nn.Module):
         """(B, 3, H, W) -> (B, n_out) in units of ``unit_deg`` (what training regresses)."""
         return self.head(self.features(resize_for_regressor(images, self.image_size)))
 
-    def forward(self, images: Tensor) -> Tensor:
+    def predict(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, n_out) degrees (yaw, pitch)."""
         return self.forward_units(images) * self.unit_deg
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) -> yaw (B,) degrees."""
+        return self.predict(images)[:, 0]
 
 
 def save_yaw_regressor(path: str | Path, net: YawRegressor, card: dict) -> Path:
@@ -134,7 +140,7 @@ def load_yaw_regressor(path: str | Path | None = None, device: str | torch.devic
 def predict_yaw(regressor: nn.Module, images: Tensor, batch: int = 256) -> Tensor:
     """Regressor yaw in degrees (B,) of images (B, 3, H, W) in [-1, 1]."""
     device = next(regressor.parameters()).device
-    out = [regressor(chunk.to(device).float())[:, 0].cpu() for chunk in images.split(batch)]
+    out = [regressor(chunk.to(device).float()).cpu() for chunk in images.split(batch)]
     return torch.cat(out) if out else torch.zeros(0)
 
 
