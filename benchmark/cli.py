@@ -7,6 +7,7 @@ and exit with status 2.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -19,6 +20,7 @@ commands:
   list     print registered methods, datasets, experiments, mask providers and config group options
   data     generate or check a dataset: bench data dataset=synface_proc
   report   build tables from the MLflow runs into reports/: bench report
+  sweep    Optuna hyperparameter search, trials logged to MLflow: bench sweep sweep=ellipsoid_prior
   train    train a model the methods need: bench train model=stylegan2_32 dataset=synface_proc
   convert  StyleGAN2 checkpoint (.pt, .pkl) to safetensors: bench convert SRC DST.safetensors
   sample   StyleGAN2 samples and their W latents: bench sample n=16 out_dir=samples
@@ -119,6 +121,12 @@ def cmd_train(args: list[str]) -> int:
     return train_command(args)
 
 
+def cmd_sweep(args: list[str]) -> int:
+    from benchmark.sweep import sweep_command
+
+    return sweep_command(args)
+
+
 def cmd_sample(args: list[str]) -> int:
     from benchmark.sampling import sample_command
 
@@ -133,8 +141,12 @@ def cmd_invert(args: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": cmd_run, "list": cmd_list, "data": cmd_data, "report": cmd_report, "convert": cmd_convert,
-    "train": cmd_train, "sample": cmd_sample, "invert": cmd_invert,
+    "train": cmd_train, "sample": cmd_sample, "invert": cmd_invert, "sweep": cmd_sweep,
 }
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"bench: error: unknown command '{command}'; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    # SIGTERM (kill, a scheduler's time limit) ends like Ctrl-C: open MLflow runs are marked FAILED, not left RUNNING
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[command](rest)
     except BenchError as err:

@@ -6,7 +6,7 @@ import inspect
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -86,11 +86,21 @@ def method_origin(cfg: DictConfig) -> str:
 
 @dataclass(frozen=True)
 class RunContext:
-    """Everything an experiment function gets: the config, the device and the open MLflow run."""
+    """Everything an experiment function gets: the config, the device and the open MLflow run.
+
+    ``report(step, metrics)`` passes intermediate summary metrics (e.g. the running ``side_mean`` after each batch)
+    to whoever launched the run: ``bench sweep`` prunes trials on them. They are also logged at ``step``.
+    """
 
     cfg: DictConfig
     device: torch.device
     tracker: tracking.Tracker
+    on_report: Callable[[int, Mapping[str, float]], None] | None = None
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.tracker.log_metrics({f"running_{k}": v for k, v in metrics.items()}, step=step)
+        if self.on_report is not None:
+            self.on_report(step, metrics)
 
     def load_split(self, split: str, limit: int | None = None) -> Dataset:
         return create_checked(DATASETS, self.cfg.dataset.name, dataset_args(self.cfg, split, limit),
@@ -115,10 +125,14 @@ def preflight(cfg: DictConfig) -> None:
     resolve_device(cfg.device.type)
 
 
-def run(cfg: DictConfig, command: str = "python API") -> dict[str, float]:
+def run(cfg: DictConfig, command: str = "python API", *, tags: Mapping[str, Any] | None = None,
+        on_report: Callable[[int, Mapping[str, float]], None] | None = None,
+        on_start: Callable[[tracking.Tracker], None] | None = None) -> dict[str, float]:
     """Run the experiment ``cfg.experiment.name`` as one MLflow run and return its summary metrics.
 
-    ``command`` is recorded as the run's ``command`` tag: how to reproduce it.
+    ``command`` is recorded as the run's ``command`` tag: how to reproduce it. ``tags`` are added to the run (e.g.
+    ``mlflow.parentRunId`` to nest it under a sweep), ``on_start(tracker)`` is called once the run exists and
+    ``on_report`` receives the experiment's intermediate metrics (:meth:`RunContext.report`).
     """
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     preflight(cfg)
@@ -129,10 +143,12 @@ def run(cfg: DictConfig, command: str = "python API") -> dict[str, float]:
     tags = {
         "method": cfg.method.name, "dataset": cfg.dataset.name, "ablation": label,
         "experiment": cfg.experiment.name, "seed": cfg.seed, "device": str(device), "device_name": device_name(device),
-        "command": command,
+        "command": command, **(tags or {}),
     }
     run_name = f"{cfg.method.name}-{cfg.dataset.name}" + ("" if label == "none" else f"-{label}")
     params = tracking.flatten(plain(cfg))
     with tracking.start_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, params, tags) as tracker:
+        if on_start is not None:
+            on_start(tracker)
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        return experiment(RunContext(cfg=cfg, device=device, tracker=tracker))
+        return experiment(RunContext(cfg=cfg, device=device, tracker=tracker, on_report=on_report))

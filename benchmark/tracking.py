@@ -57,7 +57,7 @@ def _artifact_root(uri: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def store_lock(uri: str) -> Iterator[None]:
     """Serialise first access to a local store: two processes creating one sqlite schema at once would clash."""
     local = _local_path(uri)
     if local is None:
@@ -134,18 +134,26 @@ class Tracker:
         self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
 
-@contextlib.contextmanager
-def start_run(uri: str | None, experiment: str, run_name: str, params: Mapping[str, Any],
-              tags: Mapping[str, Any]) -> Iterator[Tracker]:
-    """Open an MLflow run that records ``params`` and ``tags`` and ends FINISHED, or FAILED with an ``error`` tag.
+def client(uri: str | None):
+    """An ``MlflowClient`` for the store, whose first access (creating a new sqlite schema) is serialised."""
+    uri = resolve_uri(uri)
+    from mlflow.tracking import MlflowClient
 
-    Also records the git commit, host, Python and torch versions and the wall time.
-    """
+    with store_lock(uri), contextlib.redirect_stderr(io.StringIO()):
+        found = MlflowClient(tracking_uri=uri)
+        found.search_experiments(max_results=1)
+    return found
+
+
+def open_run(uri: str | None, experiment: str, run_name: str, params: Mapping[str, Any],
+             tags: Mapping[str, Any]) -> Tracker:
+    """Create an MLflow run (status RUNNING) that records ``params``, ``tags``, the git commit, host, Python and
+    torch versions; the caller ends it (:func:`start_run` does, or ``tracker.client.set_terminated``)."""
     uri = resolve_uri(uri)
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    with _store_lock(uri), contextlib.redirect_stderr(io.StringIO()):
+    with store_lock(uri), contextlib.redirect_stderr(io.StringIO()):
         try:
             client = MlflowClient(tracking_uri=uri)
             found = client.get_experiment_by_name(experiment)
@@ -167,13 +175,22 @@ def start_run(uri: str | None, experiment: str, run_name: str, params: Mapping[s
     items = [Param(k, v) for k, v in flat.items()]
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[i:i + 100])
+    return tracker
+
+
+@contextlib.contextmanager
+def start_run(uri: str | None, experiment: str, run_name: str, params: Mapping[str, Any],
+              tags: Mapping[str, Any]) -> Iterator[Tracker]:
+    """:func:`open_run` as a context: the run ends FINISHED, or FAILED with an ``error`` tag (or the end state an
+    exception names in ``run_status``: a pruned sweep trial ends KILLED), and records its wall time."""
+    tracker = open_run(uri, experiment, run_name, params, tags)
     start = time.time()
     try:
         yield tracker
     except BaseException as err:
         tracker.set_tags({"error": f"{type(err).__name__}: {err}"})
         tracker.log_metrics({"wall_time_s": time.time() - start})
-        client.set_terminated(run.info.run_id, status="FAILED")
+        tracker.client.set_terminated(tracker.run_id, status=getattr(err, "run_status", "FAILED"))
         raise
     tracker.log_metrics({"wall_time_s": time.time() - start})
-    client.set_terminated(run.info.run_id, status="FINISHED")
+    tracker.client.set_terminated(tracker.run_id, status="FINISHED")

@@ -91,6 +91,7 @@ def shape_recon(ctx) -> dict[str, float]:
         if len(samples) < cfg.tracking.samples:
             samples += _sample_rows(batch, rec, cfg.tracking.samples - len(samples))
         log_method_extras(ctx, rec, state)
+        ctx.report(len(rows), {f"{k}_mean": nan_summary(torch.tensor([r[k] for r in rows]))[0] for k in ("side", "mad")})
     if not rows:
         raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
     summary: dict[str, float] = {"n_images": float(len(rows))}
