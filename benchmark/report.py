@@ -32,6 +32,10 @@ class Row:
     device: str
     commit: str
     result_page: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, key: str, default: str = "") -> str:
+        return dict(self.params).get(key, default)
 
 
 def _pm(pair: tuple[float, float] | tuple[None, None], digits: int, sep: str = " ± ") -> str:
@@ -43,13 +47,11 @@ def _pm(pair: tuple[float, float] | tuple[None, None], digits: int, sep: str = "
 
 def fetch_rows(uri: str | None, experiment: str = "shape_recon") -> list[Row]:
     """The latest finished run per (dataset, method, ablation) of ``experiment``."""
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking.resolve_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = tracking.client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise BenchError(f"no '{experiment}' runs in {uri}; run `bench run` first (or set tracking.uri)")
+        raise BenchError(f"no '{experiment}' runs in {tracking.resolve_uri(uri)}; run `bench run` first (or set "
+                         "tracking.uri / tracking.experiment)")
     runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=5000)
     rows: dict[tuple[str, str, str], Row] = {}
@@ -61,7 +63,8 @@ def fetch_rows(uri: str | None, experiment: str = "shape_recon") -> list[Row]:
         rows[key] = Row(*key, n_images=int(m.get("n_images", 0)), side=(m["side_mean"], m["side_std"]),
                         mad=(m["mad_mean"], m["mad_std"]), mad_exact=(m["mad_exact_mean"], m["mad_exact_std"]),
                         run_id=run.info.run_id, command=t.get("command", ""), device=t.get("device_name", ""),
-                        commit=t.get("git_commit", ""), result_page=t.get("result_page", ""))
+                        commit=t.get("git_commit", ""), result_page=t.get("result_page", ""),
+                        params=tuple(sorted(run.data.params.items())))
     order = {name: i for i, name in enumerate(METHOD_ORDER)}
     return sorted(rows.values(), key=lambda r: (r.dataset, order.get(r.method, len(order)), r.method, r.ablation))
 
@@ -127,19 +130,43 @@ def to_html(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def build(cfg) -> list[Path]:
-    """Write the shape-reconstruction tables for the runs in ``cfg.tracking.uri`` to ``cfg.report.out_dir``."""
-    rows = fetch_rows(cfg.tracking.uri, cfg.tracking.experiment)
-    if not rows:
-        raise BenchError("no finished shape_recon runs with SIDE/MAD to report; run `bench run` first")
-    out_dir = Path(cfg.report.out_dir)
+def _write(out_dir: Path, files: dict[str, str | bytes]) -> list[Path]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for suffix, render in ((".md", to_markdown), (".tex", to_latex), (".html", to_html)):
-            path = out_dir / f"shape_recon{suffix}"
-            path.write_text(render(rows), encoding="utf-8")
+        for name, content in files.items():
+            path = out_dir / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
             paths.append(path)
     except OSError as err:
         raise BenchError(f"cannot write the report to {out_dir}: {err.strerror}; pass report.out_dir=<writable dir>")
     return paths
+
+
+def build(cfg) -> list[Path]:
+    """Write the report for the runs in ``cfg.tracking.uri`` to ``cfg.report.out_dir``: the shape-reconstruction
+    tables of MLflow experiment ``cfg.tracking.experiment`` (all rows; the BFM-style and shape-initialisation
+    layouts and the per-image SIDE plot when it holds ablation-study rows) and the identity table and curves of
+    ``cfg.report.rotation_experiment``. Either may be absent, not both."""
+    from benchmark import report_study
+
+    out_dir = Path(cfg.report.out_dir)
+    files: dict[str, str | bytes] = {}
+    try:
+        rows = fetch_rows(cfg.tracking.uri, cfg.tracking.experiment)
+    except BenchError:
+        rows = []
+    if rows:
+        files.update({"shape_recon.md": to_markdown(rows), "shape_recon.tex": to_latex(rows),
+                      "shape_recon.html": to_html(rows)})
+        files.update(report_study.shape_tables(cfg, rows))
+    rotation = report_study.identity_rows(cfg.tracking.uri, cfg.report.rotation_experiment)
+    if rotation:
+        files.update(report_study.identity_tables(cfg, rotation))
+    if not files:
+        raise BenchError(f"no finished runs to report in MLflow experiments '{cfg.tracking.experiment}' or "
+                         f"'{cfg.report.rotation_experiment}'; run `bench run` first (or set tracking.experiment)")
+    return _write(out_dir, files)
