@@ -121,9 +121,9 @@ def test_shipped_model_separates_identities_across_views():
     same = identity[:, None] == identity[None, :]
     off = ~torch.eye(len(identity), dtype=torch.bool)
     same_mean, diff_mean = sim[same & off].mean().item(), sim[~same].mean().item()
-    assert same_mean > diff_mean + 0.2, (same_mean, diff_mean)
+    assert same_mean > diff_mean + 0.5, (same_mean, diff_mean)
     card = json.loads((REPO / DEFAULT_WEIGHTS).with_suffix(".json").read_text())
-    assert card["training"]["verification"]["accuracy"] > 0.75
+    assert card["training"]["verification"]["accuracy"] > 0.95
 
 
 @pytest.mark.slow
