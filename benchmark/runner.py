@@ -36,6 +36,24 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
+def init_distributed(kind: str) -> tuple[torch.device, int, int]:
+    """Join torchrun's process group when launched by it (``WORLD_SIZE`` > 1): nccl on CUDA (one GPU per
+    ``LOCAL_RANK``), gloo on the CPU. Returns ``(device, rank, world_size)``; ``(device, 0, 1)`` otherwise."""
+    import os
+
+    import torch.distributed as dist
+
+    device = resolve_device(kind)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return device, rank, (dist.get_world_size() if dist.is_initialized() else 1)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -90,14 +108,43 @@ class RunContext:
 
     ``report(step, metrics)`` passes intermediate summary metrics (e.g. the running ``side_mean`` after each batch)
     to whoever launched the run: ``bench sweep`` prunes trials on them. They are also logged at ``step``.
+
+    Under torchrun (``world`` > 1) every rank runs the experiment on its shard of the data and only rank 0 has a
+    ``tracker`` (one MLflow run); an experiment gathers its per-rank results before logging (:meth:`gather`).
     """
 
     cfg: DictConfig
     device: torch.device
-    tracker: tracking.Tracker
+    tracker: tracking.Tracker | None
     on_report: Callable[[int, Mapping[str, float]], None] | None = None
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, data: Dataset) -> Dataset:
+        """This rank's share of ``data``: items ``rank, rank + world, ...`` (all of it in one process)."""
+        if self.world == 1:
+            return data
+        from torch.utils.data import Subset
+
+        return Subset(data, range(self.rank, len(data), self.world))
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` in rank order (``[obj]`` in one process)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.tracker is None:
+            return
         self.tracker.log_metrics({f"running_{k}": v for k, v in metrics.items()}, step=step)
         if self.on_report is not None:
             self.on_report(step, metrics)
@@ -137,13 +184,15 @@ def run(cfg: DictConfig, command: str = "python API", *, tags: Mapping[str, Any]
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     preflight(cfg)
     experiment = EXPERIMENTS.get(cfg.experiment.name)
-    device = resolve_device(cfg.device.type)
+    device, rank, world = init_distributed(cfg.device.type)
     seed_everything(cfg.seed)
+    if rank != 0:  # torchrun: ranks > 0 compute their shard; rank 0 gathers and logs the one MLflow run
+        return experiment(RunContext(cfg=cfg, device=device, tracker=None, rank=rank, world=world))
     label = ablation_label(cfg)
     tags = {
         "method": cfg.method.name, "dataset": cfg.dataset.name, "ablation": label,
         "experiment": cfg.experiment.name, "seed": cfg.seed, "device": str(device), "device_name": device_name(device),
-        "command": command, **(tags or {}),
+        "command": command, "world_size": world, **(tags or {}),
     }
     run_name = f"{cfg.method.name}-{cfg.dataset.name}" + ("" if label == "none" else f"-{label}")
     params = tracking.flatten(plain(cfg))
@@ -151,4 +200,4 @@ def run(cfg: DictConfig, command: str = "python API", *, tags: Mapping[str, Any]
         if on_start is not None:
             on_start(tracker)
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        return experiment(RunContext(cfg=cfg, device=device, tracker=tracker, on_report=on_report))
+        return experiment(RunContext(cfg=cfg, device=device, tracker=tracker, on_report=on_report, world=world))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shlex
 import time
 from pathlib import Path
@@ -37,21 +36,6 @@ def state_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _init_distributed(kind: str) -> tuple[torch.device, int, int]:
-    """Join torchrun's process group if there is one; the device for this rank."""
-    from benchmark.runner import resolve_device
-
-    device = resolve_device(kind)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return device, rank, world
-
-
 def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
     from benchmark.registry import DATASETS
     from methods.base import PrepareContext
@@ -61,7 +45,9 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
     from methods.gan2shape.trainer import StageCheckpoint
     from methods.common.shape_prior import shape_prior_depth
 
-    device, rank, world = _init_distributed(cfg.device.type)
+    from benchmark.runner import init_distributed
+
+    device, rank, world = init_distributed(cfg.device.type)
     try:
         if cfg.train.num_threads:
             torch.set_num_threads(int(cfg.train.num_threads))

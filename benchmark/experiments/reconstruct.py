@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from benchmark import visualize as vis
 from benchmark.errors import BenchError
-from benchmark.experiments.shape_recon import log_method_extras, report_page, timing_summary, to_device
+from benchmark.experiments.shape_recon import collect_extras, log_extras, report_page, timing_summary, to_device
 from benchmark.registry import EXPERIMENTS
 from methods.base import PrepareContext
 
@@ -24,8 +24,9 @@ def reconstruct(ctx) -> dict[str, float]:
     method = ctx.create_method()
     method.prepare(PrepareContext(device=ctx.device, seed=cfg.seed, work_dir=ctx.work_dir,
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
-    loader = DataLoader(data, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.eval.num_workers)
-    count, samples, state = 0, [], {"timings": [], "pages": []}
+    loader = DataLoader(ctx.shard(data), batch_size=cfg.eval.batch_size, shuffle=False,
+                        num_workers=cfg.eval.num_workers)
+    count, samples, state = 0, [], {"timings": [], "pages": [], "folders": []}
     for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
         batch = to_device(batch, ctx.device)
         rec = method.reconstruct(batch)
@@ -33,7 +34,13 @@ def reconstruct(ctx) -> dict[str, float]:
         for i in range(min(cfg.tracking.samples - len(samples), batch["image"].shape[0])):
             samples.append([vis.image_to_uint8(batch["image"][i]), vis.depth_to_uint8(rec.depth[i]),
                             vis.normals_to_uint8(rec.depth[i]), vis.mask_to_uint8(rec.valid[i])])
-        log_method_extras(ctx, rec, state)
+        collect_extras(rec, state)
+    shards = ctx.gather((count, state))  # torchrun: rank 0 logs every rank's outputs
+    if not ctx.is_main:
+        return {}
+    count = sum(c for c, _ in shards)
+    state = {k: [x for _, st in shards for x in st[k]] for k in state}
+    log_extras(ctx, state)
     if not count:
         raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
     ctx.tracker.log_image(vis.grid(samples), "samples/input_depth_normal_valid.png")

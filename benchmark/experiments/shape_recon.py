@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -44,14 +45,19 @@ def _sample_rows(batch: dict, rec: Reconstruction, count: int) -> list[list]:
     return rows
 
 
-def log_method_extras(ctx, rec: Reconstruction, state: dict) -> None:
-    """Log a method's per-image artifact folders (``extras["artifact_dirs"]``: name -> folder) under
-    ``images/<name>/``; collect its per-image ``extras["timings"]`` and result pages into ``state``."""
-    for name, folder in rec.extras.get("artifact_dirs", {}).items():
-        ctx.tracker.log_dir(folder, f"images/{name}")
-        if (folder / "index.html").is_file():
-            state["pages"].append(f"images/{name}/index.html")
+def collect_extras(rec: Reconstruction, state: dict) -> None:
+    """Collect a method's per-image artifact folders (``extras["artifact_dirs"]``: name -> folder) and per-image
+    ``extras["timings"]`` into ``state`` (plain lists, so torchrun ranks can send them to rank 0)."""
+    state["folders"] += [(name, str(folder)) for name, folder in rec.extras.get("artifact_dirs", {}).items()]
     state["timings"] += rec.extras.get("timings", [])
+
+
+def log_extras(ctx, state: dict) -> None:
+    """Log the collected folders under ``images/<name>/``; note their result pages in ``state["pages"]``."""
+    for name, folder in state["folders"]:
+        ctx.tracker.log_dir(folder, f"images/{name}")
+        if (Path(folder) / "index.html").is_file():
+            state["pages"].append(f"images/{name}/index.html")
 
 
 def timing_summary(timings: list[dict[str, float]]) -> dict[str, float]:
@@ -79,8 +85,9 @@ def shape_recon(ctx) -> dict[str, float]:
     method = ctx.create_method()
     method.prepare(PrepareContext(device=ctx.device, seed=cfg.seed, work_dir=ctx.work_dir,
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
-    loader = DataLoader(data, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.eval.num_workers)
-    rows, samples, state = [], [], {"timings": [], "pages": []}
+    loader = DataLoader(ctx.shard(data), batch_size=cfg.eval.batch_size, shuffle=False,
+                        num_workers=cfg.eval.num_workers)
+    rows, samples, state = [], [], {"timings": [], "pages": [], "folders": []}
     for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
         batch = to_device(batch, ctx.device)
         rec = method.reconstruct(batch)
@@ -90,10 +97,16 @@ def shape_recon(ctx) -> dict[str, float]:
             rows.append({"name": name, **{k: float(v[i]) for k, v in scores.items()}})
         if len(samples) < cfg.tracking.samples:
             samples += _sample_rows(batch, rec, cfg.tracking.samples - len(samples))
-        log_method_extras(ctx, rec, state)
+        collect_extras(rec, state)
         ctx.report(len(rows), {f"{k}_mean": nan_summary(torch.tensor([r[k] for r in rows]))[0] for k in ("side", "mad")})
+    shards = ctx.gather((rows, state))  # torchrun: every rank's images, in rank order; then rank 0 logs
+    if not ctx.is_main:
+        return {}
+    rows = sorted((r for part, _ in shards for r in part), key=lambda r: r["name"]) if ctx.world > 1 else rows
+    state = {k: [x for _, st in shards for x in st[k]] for k in state}
     if not rows:
         raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
+    log_extras(ctx, state)
     summary: dict[str, float] = {"n_images": float(len(rows))}
     for key in ("side", "mad", "mad_exact"):
         mean, std, nans = nan_summary(torch.tensor([r[key] for r in rows]))

@@ -153,3 +153,57 @@ def test_real_images_are_inverted_then_reconstructed(tiny_gan, tmp_path):
     (folder,) = work.glob("gan2shape/*/face")
     assert (folder / "latent.safetensors").is_file() and (folder / "outputs" / "mesh.glb").is_file()
     assert "result page: " in result.stdout
+
+
+def _per_image(db: Path, experiment: str) -> tuple[str, str, list[str]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert run.info.status == "FINISHED"
+    pages = sorted(a.path for a in client.list_artifacts(run.info.run_id, "images"))
+    return open(client.download_artifacts(run.info.run_id, "per_image.csv")).read(), run.data.tags["world_size"], pages
+
+
+def test_instance_runs_sharded_over_torchrun_ranks_match_one_process(tiny_synface, tiny_gan, tmp_path):
+    """2 gloo ranks split the images, rank 0 logs one MLflow run whose per-image scores equal a 1-process run."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    args = [a for a in _run_args(tiny_synface, tiny_gan, tmp_path / "w2") if a != "eval.limit=1"]
+    args = [*args[1:], "eval.limit=3", "eval.batch_size=1", "method.outputs.gan=false", "tracking.experiment=two"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = subprocess.run([*torchrun, "-m", "benchmark.cli", "run", *args], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one_args = [a.replace("w2", "w1").replace("=two", "=one") for a in args]
+    one = bench("run", *one_args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    rows2, world2, pages2 = _per_image(tmp_path / "mlflow.db", "two")
+    rows1, world1, pages1 = _per_image(tmp_path / "mlflow.db", "one")
+    assert (world2, world1) == ("2", "1") and rows2 == rows1 and rows1.count("\n") == 4
+    assert pages2 == pages1 == ["images/test_000000", "images/test_000001", "images/test_000002"]
+
+
+def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
+    """Rotation-GAN and Rotation-3D of seeded GAN samples: shapes, the source is G(w) of the seed, a rerun loads
+    the cached reconstruction and gives the same images."""
+    from methods.base import PrepareContext
+    from methods.gan2shape.steps import gan_images
+
+    cfg = compose(["method=gan2shape", f"method.gan={tiny_gan}", "method.progress=false", "method.outputs.gan=false",
+                   "method.outputs.html=false", "method.rotation.mask=center", *TINY_SCHEDULE])
+    method = GAN2Shape(**method_args(cfg))
+    method.prepare(PrepareContext(torch.device("cpu"), 0, tmp_path, None, "synface_proc"))
+    yaw = torch.tensor([-20.0, 0.0, 20.0])
+    rot = method.rotate([3, 4], yaw)
+    assert rot.source.shape == (2, 3, 64, 64) and rot.rotated.shape == (2, 3, 3, 64, 64)
+    w = method.G.seed_latents([3, 4])
+    assert torch.allclose(rot.source, gan_images(method.G, w, 64))
+    assert len(list(tmp_path.glob("gan2shape/*/seed_000003_center/result.safetensors"))) == 1
+    again = method.rotate([3, 4], yaw)
+    assert torch.equal(again.rotated, rot.rotated)
+    method.rotation["mode"] = "3d"
+    mesh = method.rotate([3], yaw)
+    assert mesh.rotated.shape == (1, 3, 3, 64, 64)
+    # the mesh render turns: the frames at -20 and +20 degrees differ, each from the other
+    assert (mesh.rotated[0, 0] - mesh.rotated[0, 2]).abs().mean() > 1e-3
