@@ -109,3 +109,40 @@ def test_two_processes_started_together_are_both_recorded(workdir, tiny_synface)
     _, runs = only_run(uri)
     assert sorted(r.data.tags["method"] for r in runs) == ["const_depth", "ellipsoid"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.slow
+def test_runs_and_reports_through_an_mlflow_tracking_server(workdir, tiny_synface):
+    """tracking.uri=http://...: a local `mlflow server` (its own sqlite store and artifact folder) takes the run."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               f"sqlite:///{workdir / 'server.db'}", "--artifacts-destination", str(workdir / "art"),
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start within 60 s")
+        run = bench("run", "method=const_depth", "eval.limit=2", f"tracking.uri={url}", *tiny_overrides(tiny_synface),
+                    cwd=workdir)
+        assert run.returncode == 0, run.stderr[-2000:]
+        report = bench("report", f"tracking.uri={url}", f"report.out_dir={workdir / 'rep'}", cwd=workdir)
+        assert report.returncode == 0, report.stderr[-2000:]
+        assert "| const_depth | none | 2 |" in (workdir / "rep" / "shape_recon.md").read_text()
+        assert not (workdir / "mlflow.db").exists()  # nothing went to the default local store
+        assert list((workdir / "art").rglob("per_image.csv"))  # artifacts went through the server
+    finally:
+        server.terminate()
+        server.wait(30)
