@@ -145,6 +145,33 @@ def client(uri: str | None):
     return found
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def close_orphans(client, experiment_id: str) -> list[str]:
+    """End FAILED the RUNNING runs of this host whose process is gone (killed with SIGKILL, out of memory, ...), so
+    no run stays RUNNING for ever; sweep parent runs, which belong to a study rather than a process, are left.
+    Returns the run ids it closed."""
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = "
+                                  f"'{host}'", max_results=1000):
+        pid = run.data.tags.get("pid", "")
+        if not pid.isdigit() or "sweep.parent" in run.data.tags or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "error", f"process {pid} on {host} ended without closing the run (killed)")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        closed.append(run.info.run_id)
+    return closed
+
+
 def open_run(uri: str | None, experiment: str, run_name: str, params: Mapping[str, Any],
              tags: Mapping[str, Any]) -> Tracker:
     """Create an MLflow run (status RUNNING) that records ``params``, ``tags``, the git commit, host, Python and
@@ -163,11 +190,12 @@ def open_run(uri: str | None, experiment: str, run_name: str, params: Mapping[st
         except MlflowException as err:
             raise BenchError(f"cannot use MLflow store {uri}: {err.message.splitlines()[0]}; check tracking.uri "
                              "or MLFLOW_TRACKING_URI") from None
+    close_orphans(client, experiment_id)
     tracker = Tracker(client, run.info.run_id)
     import torch
 
-    base_tags = {"git_commit": git_commit(), "host": socket.gethostname(), "python": platform.python_version(),
-                 "torch": torch.__version__, "mlflow.runName": run_name}
+    base_tags = {"git_commit": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
+                 "python": platform.python_version(), "torch": torch.__version__, "mlflow.runName": run_name}
     tracker.set_tags({**base_tags, **tags})
     from mlflow.entities import Param
 

@@ -146,3 +146,21 @@ def test_runs_and_reports_through_an_mlflow_tracking_server(workdir, tiny_synfac
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_a_killed_runs_mlflow_run_is_closed_failed_by_the_next_run(workdir):
+    """A process that dies without closing its run (SIGKILL) leaves it RUNNING; the next run on the host ends it."""
+    from benchmark import tracking
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    code = ("import os; from benchmark import tracking; "
+            f"t = tracking.open_run('{uri}', 'orphans', 'killed', {{}}, {{}}); print(t.run_id, flush=True); os._exit(0)")
+    dead = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    run_id = dead.stdout.strip().splitlines()[-1]
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    with tracking.start_run(uri, "orphans", "next", {}, {}) as tracker:
+        assert client.get_run(tracker.run_id).info.status == "RUNNING"  # a live run is left alone
+    killed = client.get_run(run_id)
+    assert killed.info.status == "FAILED" and "ended without closing the run" in killed.data.tags["error"]
