@@ -11,7 +11,8 @@ Because a method that does not rotate keeps identity perfectly, the shared yaw r
 mean absolute error to the requested yaw and the slope of reached against requested yaw.
 
 Logged: ``identity_mean`` / ``identity_std`` (see :func:`metrics.identity.identity_summary`), yaw figures, seconds
-per source, ``per_angle.csv`` and ``per_source.csv``, the identity-vs-angle curve (``identity_vs_angle.png``) and
+per source (``time_per_source_s``: rotation and scoring) and of the method's ``prepare`` (``time_prepare_s``: loading,
+direction finding and calibration; cached work is not redone), ``per_angle.csv`` and ``per_source.csv``, the identity-vs-angle curve (``identity_vs_angle.png``) and
 image strips (source, then every angle) of the first ``experiment.strips`` sources.
 """
 
@@ -83,8 +84,10 @@ def face_rotation(ctx) -> dict[str, float]:
                          f"method={'|'.join(rotators)}")
     if int(ex.sources) < 1 or int(ex.batch_size) < 1:
         raise BenchError("experiment.sources and experiment.batch_size must be >= 1")
+    started = time.perf_counter()
     method.prepare(PrepareContext(device=ctx.device, seed=cfg.seed, work_dir=ctx.work_dir,
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
+    prepare_s = time.perf_counter() - started
     identity = load_identity_model(cfg.metrics.identity.model_path)
     regressor = None
     if ex.yaw_regressor:
@@ -111,7 +114,7 @@ def face_rotation(ctx) -> dict[str, float]:
     seconds = time.perf_counter() - start
     score = torch.cat([torch.as_tensor(s) for s in scores]).float()  # (N, A)
     summary = {"n_sources": float(len(seeds)), "n_angles": float(len(yaw)),
-               "time_per_source_s": seconds / len(seeds), **identity_summary(score)}
+               "time_per_source_s": seconds / len(seeds), "time_prepare_s": prepare_s, **identity_summary(score)}
     per_angle = [{"yaw_deg": float(y), "identity_mean": float(score[:, a].mean()),
                   "identity_std": float(score[:, a].std(unbiased=False))} for a, y in enumerate(yaw)]
     if reached:
