@@ -27,6 +27,7 @@ BUILTIN_MODULES = (
     "methods.baselines",
     "methods.unsup3d",
     "methods.gan2shape.method",
+    "methods.hologan.method",
     "methods.ganspace",
     "methods.sefa",
     "benchmark.datasets",

@@ -141,3 +141,10 @@ def test_rotate_shapes_and_source_is_canonical(tmp_path: Path):
         assert torch.allclose(rot.source[0], g.eval()(init_seed_latent(3, 8), _angles(0))[0], atol=1e-5)
     again = method.rotate([3, 4], _angles(-10, 0, 10))
     assert torch.equal(again.rotated, rot.rotated)
+
+
+def test_registered_as_rotation_method():
+    from benchmark.registry import METHODS
+    from methods.base import RotationMethod
+
+    assert issubclass(METHODS.get("hologan"), RotationMethod)
