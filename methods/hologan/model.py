@@ -1,18 +1,19 @@
 """HoloGAN (Nguyen-Phuoc et al., ICCV 2019) at 32x32: a generator that renders a rotatable 3D feature volume.
 
-Generator (sizes for the defaults; ``z`` -> AdaIN parameters of every styled layer, no mapping network)::
+Generator (sizes for the defaults, those of ``configs/model/hologan.yaml``: 151k parameters; ``z`` (64) -> AdaIN
+parameters of every styled layer through one linear map each, no mapping network)::
 
     learned constant      (C0, 4, 4, 4)       C0 = 64
     up x2 + conv3d + AdaIN + LReLU  ->  (32, 8, 8, 8)
     up x2 + conv3d + AdaIN + LReLU  ->  (16, 16, 16, 16)
     rigid-body rotation (azimuth about the vertical axis, elevation about the horizontal one), trilinear
     conv3d + LReLU, conv3d + LReLU  ->  (8, 16, 16, 16)
-    projection unit: depth into channels (8 * 16 = 128), 1x1 conv + LReLU  ->  (128, 16, 16)
-    up x2 + conv2d + AdaIN + LReLU  ->  (64, 32, 32)
+    projection unit: depth into channels (8 * 16 = 128), 1x1 conv + LReLU  ->  (64, 16, 16)
+    up x2 + conv2d + AdaIN + LReLU  ->  (48, 32, 32)
     conv2d + AdaIN + LReLU          ->  (32, 32, 32)
     conv2d + tanh                   ->  (3, 32, 32) in [-1, 1]
 
-Discriminator: three stride-2 convs (32 -> 16 -> 8 -> 4 px); the last two are instance-normalised and, as the
+Discriminator (299k parameters): three stride-2 convs (32 -> 16 -> 8 -> 4 px, 32/64/128 channels); the last two are instance-normalised and, as the
 published style discriminator, each feeds the mean and standard deviation of its pre-normalisation features to a
 linear "style" logit; the final features give the image logit and, for HoloGAN's identity loss, a reconstruction
 of ``z``.
@@ -95,7 +96,7 @@ class Generator(nn.Module):
     """HoloGAN generator: ``forward(z (B, Z), azimuth (B,), elevation (B,)) -> (B, 3, 32, 32)`` in [-1, 1]."""
 
     def __init__(self, z_dim: int = 64, c0: int = 64, c3d: tuple[int, int] = (32, 16), c_rot: int = 8,
-                 c_proj: int = 128, c2d: tuple[int, int] = (64, 32)):
+                 c_proj: int = 64, c2d: tuple[int, int] = (48, 32)):
         super().__init__()
         self.z_dim, self.size, self.depth = z_dim, 32, 16
         self._config = {"z_dim": z_dim, "c0": c0, "c3d": list(c3d), "c_rot": c_rot, "c_proj": c_proj,
