@@ -21,7 +21,7 @@ commands:
   data     generate or check a dataset: bench data dataset=synface_proc
   report   build tables from the MLflow runs into reports/: bench report
   sweep    Optuna hyperparameter search, trials logged to MLflow: bench sweep sweep=ellipsoid_prior
-  train    train a model the methods need: bench train model=stylegan2_32 dataset=synface_proc
+  train    train a model (stylegan2*, unsup3d*, hologan, identity, yaw_regressor, ...): bench train model=hologan
   convert  StyleGAN2 checkpoint (.pt, .pkl) to safetensors: bench convert SRC DST.safetensors
   sample   StyleGAN2 samples and their W latents: bench sample n=16 out_dir=samples
   invert   project real images into W (latents GAN2Shape reads): bench invert input=<image or folder>
