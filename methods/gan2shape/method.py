@@ -103,8 +103,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         if disc_input not in ("image", "native"):
             raise BenchError(f"method.disc_input must be 'image' (S-resolution, as the original) or 'native' "
                              f"(resized to the discriminator's size), got {disc_input!r}")
-        # the cache key: everything that changes a reconstruction (rotation settings only change what is shown)
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "rotation")}
+        # the cache key: everything that changes a reconstruction (not what is shown: progress bar, rotation mode)
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "rotation", "progress")}
         self.rotation = {"mode": "gan", "mask": "grabcut", "mask_args": {}, **(rotation or {})}
         if self.rotation["mode"] not in ("gan", "3d"):
             raise BenchError(f"method.rotation.mode must be 'gan' (Rotation-GAN: the rotated render re-projected "
