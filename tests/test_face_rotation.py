@@ -37,7 +37,6 @@ def colour(seed: int, yaw: float) -> list[float]:
     return [0.5 - yaw / 50.0, -0.4 + 0.1 * seed, 0.3]
 
 
-@METHODS.register("_test_colour_rotator", force=True)
 class ColourRotator(RotationMethod):
     """Flat images whose colour drifts with yaw: identity is the cosine of the (quantised) colours."""
 
@@ -74,7 +73,14 @@ def mean_colour_onnx(tmp_path_factory):
     return export_onnx(MeanColour(), tmp_path_factory.mktemp("onnx") / "mean_colour.onnx", image_size=8)
 
 
-def test_face_rotation_score_matches_a_hand_computation(workdir, tiny_synface, mean_colour_onnx):
+@pytest.fixture
+def colour_rotator(monkeypatch):
+    """``_test_colour_rotator`` in the method registry for one test only."""
+    METHODS.names()  # load the built-ins first
+    monkeypatch.setitem(METHODS._entries, "_test_colour_rotator", ColourRotator)
+
+
+def test_face_rotation_score_matches_a_hand_computation(workdir, tiny_synface, mean_colour_onnx, colour_rotator):
     from mlflow.tracking import MlflowClient
 
     cfg = compose(["experiment=face_rotation", "experiment.sources=3", "experiment.angles=3",
