@@ -23,6 +23,7 @@ from torch import Tensor
 from benchmark.config import asset_path
 from benchmark.errors import BenchError
 from methods.base import PrepareContext, Rotation, RotationMethod
+from methods.stylegan2.checkpoints import file_sha256
 from methods.common.yaw import (DEFAULT_WEIGHTS, Calibration, EditFn, calibrate, load_yaw_regressor,
                                 select_direction)
 
@@ -95,14 +96,6 @@ class LatentEditor:
         return lambda w, strength: self.synthesize(w, direction * float(strength))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class WDirectionRotation(RotationMethod):
     """Rotation along one W direction of a StyleGAN2: subclasses supply :meth:`candidate_basis`.
 
@@ -143,7 +136,7 @@ class WDirectionRotation(RotationMethod):
         generator = load_generator(gan_path, ctx.device)
         self.editor = LatentEditor(generator, self.layers, self.batch_size)
         regressor = load_yaw_regressor(reg_path, ctx.device)
-        key_src = json.dumps({**self.settings(), "gan": _sha256(gan_path), "regressor": _sha256(reg_path)},
+        key_src = json.dumps({**self.settings(), "gan": file_sha256(gan_path), "regressor": file_sha256(reg_path)},
                              sort_keys=True)
         stem = Path(ctx.work_dir) / self.name / hashlib.sha256(key_src.encode()).hexdigest()[:12]
         if stem.with_suffix(".json").is_file() and stem.with_suffix(".safetensors").is_file():

@@ -36,7 +36,8 @@ from benchmark.errors import BenchError
 from .model import Discriminator, Generator, stylegan2_channels
 
 __all__ = ["FORMAT", "StyleGAN2Checkpoint", "infer_generator_config", "infer_discriminator_config",
-           "read_checkpoint", "convert_checkpoint", "save_networks", "load_generator", "load_discriminator", "load_latent"]
+           "read_checkpoint", "convert_checkpoint", "save_networks", "load_generator", "load_discriminator", "load_latent",
+           "file_sha256"]
 
 FORMAT = "gan2shape-bench.stylegan2"
 FORMAT_VERSION = 1
@@ -302,9 +303,10 @@ def load_discriminator(path: str | Path, device: str | torch.device = "cpu") -> 
     return _build(Discriminator, ckpt.d_config, ckpt.d, f"{ckpt.source}: d", device)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (recorded in model cards and cache keys)."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -334,7 +336,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "generator": ckpt.g_config,
             "discriminator": ckpt.d_config, "has_latent_avg": ckpt.latent_avg is not None,
             "source": {"file": src.name, "path": str(src.resolve()), "format": ckpt.source_format,
-                       "sha256": _sha256(src)}}
+                       "sha256": file_sha256(src)}}
     return _write_ours(dst, tensors, meta)
 
 

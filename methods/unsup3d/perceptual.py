@@ -10,7 +10,6 @@ input image is used, so the features line up with the 1/4-resolution perceptual 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -19,17 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.errors import BenchError
+from methods.stylegan2.checkpoints import file_sha256
 
 __all__ = ["DiscriminatorFeatures", "build_features", "file_sha256"]
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (recorded in model cards)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class DiscriminatorFeatures(nn.Module):
