@@ -70,6 +70,17 @@ def load_images(cfg: DictConfig, size: int) -> tuple[torch.Tensor, dict[str, Any
     return images, info
 
 
+def swd_reference(cfg: DictConfig, data: torch.Tensor, size: int) -> tuple[int, torch.Tensor, dict[str, int]]:
+    """The GAN trainers' SWD set-up: ``n`` (``eval.swd_images``, at most half the data), the first ``2n`` real
+    images in [-1, 1] (``[:n]`` against fakes, all ``2n`` for the real-vs-real floor) and the SWD settings."""
+    n_eval = min(int(cfg.eval.swd_images), len(data) // 2)
+    if n_eval < 1:
+        raise BenchError("need at least 2 training images for the SWD evaluation")
+    real_eval = data[: 2 * n_eval].float() / 127.5 - 1.0
+    return n_eval, real_eval, {"seed": int(cfg.eval.swd_seed), "patches_per_image": int(cfg.eval.swd_patches),
+                               "min_size": min(16, size)}
+
+
 def image_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
     """Images (B, 3, S, S) in [-1, 1] -> one (H, W, 3) uint8 grid with 2-pixel gaps."""
     b, _, s, _ = images.shape
@@ -128,12 +139,7 @@ def train_stylegan2(cfg: DictConfig, overrides: list[str]) -> int:
     command = " ".join(["bench train", *map(shlex.quote, overrides)])
 
     data, data_info = load_images(cfg, g_config["size"])
-    n_eval = min(int(cfg.eval.swd_images), len(data) // 2)
-    if n_eval < 1:
-        raise BenchError("need at least 2 training images for the SWD evaluation")
-    real_eval = data[: 2 * n_eval].float() / 127.5 - 1.0
-    swd_kw = {"seed": int(cfg.eval.swd_seed), "patches_per_image": int(cfg.eval.swd_patches),
-              "min_size": min(16, g_config["size"])}
+    n_eval, real_eval, swd_kw = swd_reference(cfg, data, g_config["size"])
 
     if ckpt_path.is_file():
         try:

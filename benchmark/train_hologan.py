@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark import tracking
 from benchmark.errors import BenchError
 from benchmark.runner import device_name, plain, resolve_device, seed_everything
-from benchmark.train import image_grid, load_images
+from benchmark.train import image_grid, load_images, swd_reference
 
 __all__ = ["train_hologan", "pose_grid", "generate_eval"]
 
@@ -79,11 +79,7 @@ def train_hologan(cfg: DictConfig, overrides: list[str]) -> int:
     command = " ".join(["bench train", *map(shlex.quote, overrides)])
 
     data, data_info = load_images(cfg, 32)
-    n_eval = min(int(cfg.eval.swd_images), len(data) // 2)
-    if n_eval < 1:
-        raise BenchError("need at least 2 training images for the SWD evaluation")
-    real_eval = data[: 2 * n_eval].float() / 127.5 - 1.0
-    swd_kw = {"seed": int(cfg.eval.swd_seed), "patches_per_image": int(cfg.eval.swd_patches), "min_size": 16}
+    n_eval, real_eval, swd_kw = swd_reference(cfg, data, 32)
 
     want = {"model": plain(cfg.model), "dataset": cfg.dataset.name, "seed": int(cfg.seed)}
     if ckpt_path.is_file():
