@@ -36,11 +36,16 @@ def _hydra_task(cfg) -> dict[str, float]:
     from benchmark import runner
 
     command = " ".join(["bench run", *HydraConfig.get().overrides.task])
+    started: dict[str, str] = {}
     try:
-        return runner.run(cfg, command=command)
+        metrics = runner.run(cfg, command=command, on_start=lambda tracker: started.update(run=tracker.run_id))
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         sys.exit(2)
+    scores = ", ".join(f"{k[:-5]} {v:.4g}" for k, v in metrics.items() if k.endswith("_mean"))
+    print(f"bench run {cfg.method.name} on {cfg.dataset.name} ({int(metrics.get('n_images', 0))} images): {scores}; "
+          f"MLflow run {started.get('run', '?')}")
+    return metrics
 
 
 def cmd_run(args: list[str]) -> int:

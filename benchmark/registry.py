@@ -1,4 +1,4 @@
-"""Registries of named plugins: methods, datasets, experiments, mask providers.
+"""Registries of named plugins: methods, datasets, experiments, mask providers, trainers.
 
 One registry per kind, one decorator keyed by name, duplicates an error (as in timm and mmengine)::
 
@@ -26,6 +26,7 @@ T = TypeVar("T")
 BUILTIN_MODULES = (
     "methods.baselines",
     "methods.unsup3d",
+    "methods.supervised",
     "methods.gan2shape.method",
     "methods.hologan.method",
     "methods.ganspace",
@@ -96,3 +97,4 @@ METHODS = Registry("method")
 DATASETS = Registry("dataset")
 EXPERIMENTS = Registry("experiment")
 MASKS = Registry("mask provider")
+TRAINERS = Registry("trainer")

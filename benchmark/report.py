@@ -15,7 +15,7 @@ from benchmark import tracking
 from benchmark.errors import BenchError
 from benchmark.paper import BFM_TABLE
 
-METHOD_ORDER = ("const_depth", "avg_depth", "ellipsoid", "unsup3d", "gan2shape")
+METHOD_ORDER = ("supervised", "const_depth", "avg_depth", "ellipsoid", "unsup3d", "gan2shape")
 
 
 @dataclass(frozen=True)

@@ -297,9 +297,12 @@ def finish(cfg: DictConfig, study, parent: str, command: str) -> Path:
     sw = cfg.sweep
     path = Path(sw.best_config) if sw.best_config else CONFIG_DIR / "tuned" / f"{sw.name}.yaml"
     base = [o for o in shlex.split(command)[2:] if not o.startswith(("sweep", "hydra"))]
+    split = cfg.experiment.get("split", "test")
+    warning = ("\nWARNING: tuned on the test split (experiment.split=test); its test scores are not held out."
+               if split == "test" else "")
     header = (f"Best trial of Optuna study {sw.name}: trial {best.number}, {sw.metric} = {best.value:.6g} "
-              f"({sw.direction}) over {_count(study, FINISHED)} finished trials.\nMade by: {command}\n"
-              f"Use: {' '.join(['bench run', f'tuned={path.stem}', *base])}")
+              f"({sw.direction}) on the {split} split over {_count(study, FINISHED)} finished trials.{warning}\n"
+              f"Made by: {command}\nUse: {' '.join(['bench run', f'tuned={path.stem}', *base])}")
     text = tuned_config({"method": cfg.method.name, **best.params}, header)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -91,3 +91,83 @@ class RotationMethod(ABC):
     def rotate(self, seeds: Sequence[int], yaw_deg: Tensor) -> Rotation:
         """Rotate the sources drawn from ``seeds`` (one latent per seed, ``torch.Generator().manual_seed(seed)``)
         by each angle of ``yaw_deg`` ``(A,)`` degrees, relative to the source's own pose."""
+
+
+# ------------------------------------------------------------------------------------------------------ training
+@dataclass(frozen=True)
+class TrainContext:
+    """What a training recipe gets from the driver (``bench train``).
+
+    Attributes:
+        settings: the ``model`` config group as a plain dict (architecture, optimisation, validation keys).
+        device: where to train.
+        seed: the run's seed (network initialisation and data order derive from it).
+        load_split: ``load_split(split, limit)`` -> a dataset split (the driver builds and checks it, and records
+            what each split is for the model card).
+        dataset_name: name of the dataset (for model cards).
+        train_split, train_limit: the split to train on and how many of its images (``train.split``,
+            ``train.limit``; None: all).
+    """
+
+    settings: dict[str, Any]
+    device: torch.device
+    seed: int
+    load_split: Callable[[str, int | None], Dataset]
+    dataset_name: str
+    train_split: str = "train"
+    train_limit: int | None = None
+
+
+class TrainState(ABC):
+    """A recipe's training state: whatever it needs, plus ``step`` (optimisation steps done) and ``extra`` (a
+    JSON-able dict the driver keeps in the checkpoint: identity of the run, wall time, last losses)."""
+
+    step: int
+    extra: dict[str, Any]
+
+
+class TrainRecipe(ABC):
+    """What a trainable model supplies to the single training driver (:mod:`benchmark.driver`): build data and
+    networks, one optimisation step, validation, checkpoints and the shipped weights. Register a subclass with
+    ``@TRAINERS.register(arch)``; ``bench train model=<config>`` picks it by the config's ``arch``.
+
+    The driver owns everything else: device, threads and seed, resume-or-create (with an identity check), the
+    MLflow run, the progress bar, the log / checkpoint / evaluation cadence, the final export with its model card
+    and the summary line.
+    """
+
+    def __init__(self, ctx: TrainContext):
+        self.ctx = ctx
+
+    @abstractmethod
+    def create(self) -> TrainState:
+        """Fresh networks and optimiser (step 0), initialised from ``ctx.seed``."""
+
+    @abstractmethod
+    def step(self, state: TrainState) -> dict[str, float]:
+        """One optimisation step (increments ``state.step``); returns the loss terms to log."""
+
+    @abstractmethod
+    def save(self, path: Path, state: TrainState) -> None:
+        """Write a resumable checkpoint (loadable with ``weights_only=True``), atomically."""
+
+    @abstractmethod
+    def load(self, path: Path) -> TrainState:
+        """Rebuild the state written by :meth:`save`; a run resumed from it continues bit-exactly."""
+
+    def evaluate(self, state: TrainState) -> dict[str, float]:
+        """Validation figures (logged with a ``val_`` prefix and written to the model card); default none."""
+        return {}
+
+    def sample_grid(self, state: TrainState) -> Any:
+        """An ``(H, W, 3)`` uint8 picture of the current model (logged at each evaluation), or None."""
+        return None
+
+    @abstractmethod
+    def export(self, state: TrainState, path: Path, card: dict[str, Any]) -> None:
+        """Write the shipped weights (safetensors) with ``card`` (the driver's model card) in a JSON sidecar."""
+
+    def summary(self, state: TrainState, scores: dict[str, float]) -> str:
+        """One line for the end of training (default: the step and the validation figures)."""
+        figures = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k.endswith("_mean"))
+        return f"{state.step} iterations" + (f"; validation {figures}" if figures else "")

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Small enough for CI on 2 cores (about 10 s to generate), with a training split large enough for the per-pixel
 # average depth to be a stable estimate.
-TINY = {"train_size": 800, "test_size": 30, "image_size": 64, "seed": 0, "images_per_identity": 10,
+TINY = {"train_size": 800, "val_size": 30, "test_size": 30, "image_size": 64, "seed": 0, "images_per_identity": 10,
         "asymmetry": 0.05}
 
 

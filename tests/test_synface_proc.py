@@ -16,7 +16,7 @@ from benchmark.errors import BenchError, DatasetMissingError
 from benchmark.registry import DATASETS
 from methods.renderer.camera import intrinsics
 
-TINY = dict(train_size=12, test_size=8, image_size=32, shard_size=8, images_per_identity=3, progress=False)
+TINY = dict(train_size=12, val_size=6, test_size=8, image_size=32, shard_size=8, images_per_identity=3, progress=False)
 
 
 def _read_split(root, split):
@@ -110,7 +110,7 @@ def test_resume_after_deleting_a_shard(tiny, tmp_path):
 
 
 def test_worker_processes_give_the_same_bytes(tmp_path):
-    kw = dict(train_size=6, test_size=0, image_size=16, shard_size=3, seed=1, progress=False)
+    kw = dict(train_size=6, val_size=0, test_size=0, image_size=16, shard_size=3, seed=1, progress=False)
     generate(tmp_path / "one", workers=1, **kw)
     meta = generate(tmp_path / "two", workers=2, **kw)
     assert meta["workers"] == 2 and meta["rendered_images"] == 6
@@ -130,7 +130,7 @@ def test_meta_contents(tiny):
     root, meta = tiny
     on_disk = json.loads((root / "meta.json").read_text())
     assert on_disk["format_version"] == FORMAT_VERSION and on_disk["complete"]
-    assert on_disk["config"] == {"train_size": 12, "test_size": 8, "image_size": 32, "seed": 3, "shard_size": 8,
+    assert on_disk["config"] == {"train_size": 12, "val_size": 6, "test_size": 8, "image_size": 32, "seed": 3, "shard_size": 8,
                                  "images_per_identity": 3, "asymmetry": 0.05}
     assert on_disk["splits"]["train"]["shards"] == 2 and on_disk["splits"]["test"]["size"] == 8
     assert meta["images_per_second"] > 0
@@ -266,7 +266,28 @@ def test_missing_folder_and_bad_split(tmp_path):
         SynfaceProc(tmp_path / "nowhere")
     assert "bench data dataset=synface_proc" in str(exc.value) and "dataset.root=" in str(exc.value)
     with pytest.raises(BenchError, match="split"):
-        SynfaceProc(tmp_path, split="val")
+        SynfaceProc(tmp_path, split="valid")
+
+
+def test_validation_split_is_added_to_an_older_dataset(tmp_path):
+    """A dataset made before the val split (no val_size in meta.json) gains one; its train and test shards are kept
+    byte for byte, and the three splits have disjoint identities."""
+    import json
+    import shutil
+
+    root = tmp_path / "d"
+    generate(root, seed=3, **TINY)
+    meta = json.loads((root / "meta.json").read_text())
+    del meta["config"]["val_size"], meta["splits"]["val"]
+    (root / "meta.json").write_text(json.dumps(meta))
+    shutil.rmtree(root / "val")
+    before = {p: p.read_bytes() for p in sorted(root.glob("t*/*.npz"))}
+    meta = generate(root, seed=3, **TINY)
+    assert meta["config"]["val_size"] == TINY["val_size"] and meta["rendered_images"] == TINY["val_size"]
+    assert {p: p.read_bytes() for p in sorted(root.glob("t*/*.npz"))} == before
+    ids = {split: {int(SynfaceProc(root, split)[i]["identity"]) for i in range(len(SynfaceProc(root, split)))}
+           for split in ("train", "val", "test")}
+    assert not (ids["train"] & ids["val"]) and not (ids["test"] & ids["val"]) and not (ids["train"] & ids["test"])
 
 
 def test_bad_generation_arguments(tmp_path):
@@ -277,7 +298,7 @@ def test_bad_generation_arguments(tmp_path):
 
 
 def test_prepare_calls_generate(tmp_path):
-    meta = SynfaceProc.prepare(tmp_path / "p", train_size=2, test_size=2, image_size=16, progress=False)
+    meta = SynfaceProc.prepare(tmp_path / "p", train_size=2, val_size=2, test_size=2, image_size=16, progress=False)
     assert meta["splits"]["test"]["size"] == 2
     assert math.isclose(len(SynfaceProc(tmp_path / "p", "train")), 2)
     with pytest.raises(BenchError, match="unknown generation option"):

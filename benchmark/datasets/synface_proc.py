@@ -5,9 +5,11 @@ light and a background and is rendered by a vectorised sphere tracer with the me
 
 On disk (``root``)::
 
-    meta.json                    {"format_version", "config": {...}, "splits": {"train": {...}, "test": {...}},
+    meta.json                    {"format_version", "config": {...}, "splits": {"train": {...}, "val": {...},
+                                  "test": {...}},
                                   "identities": {...}, "images_per_second", ...}
     train/shard_00000.npz ...    uncompressed npz, ``shard_size`` images each (the last one may be shorter)
+    val/shard_00000.npz ...      validation split (model selection, early stopping, sweeps)
     test/shard_00000.npz ...
 
 Each shard holds ``image`` uint8 (n, S, S, 3); ``depth`` float32 (n, S, S), the z-coordinate (depth along the
@@ -23,14 +25,21 @@ Conventions (those of GAN2Shape, ``method.md`` section 2):
   ``R = Rz(roll) Ry(yaw) Rx(pitch)`` (standard right-handed matrices, x right, y down, z forward); the canonical
   head faces the camera. The method's 6-d view in its normalised units is
   ``(pitch / 60, yaw / 60, roll / 60, 0, 0, 0)``.
-* light: shading ``k_a + k_d max(0, n . l)`` with ``l = (dx, dy, 1) / |(dx, dy, 1)|`` and ``n`` the normal in the
-  method's convention (pointing away from the camera, as ``depth_to_normals`` gives it), so ``dx > 0`` lights
-  surfaces facing image-left and ``dy > 0`` surfaces facing up. The colour is ``albedo * shading`` (linear, no
-  specular), exactly the method's image model; its light network outputs ``(2 k_a - 1, 2 k_d - 1, dx, dy)``.
+* light, **in the camera frame**: shading ``k_a + k_d max(0, n . l)`` with ``l = (dx, dy, 1) / |(dx, dy, 1)|`` and
+  ``n`` the normal of the *posed* head in the method's convention (pointing away from the camera, as
+  ``depth_to_normals`` of the stored depth gives it), so ``dx > 0`` lights surfaces facing image-left and ``dy > 0``
+  surfaces facing up. The colour is ``albedo * shading`` (linear, no specular, clipped to [0, 1]).
+  The methods shade the *canonical* depth before warping it to the view, so their light lives in the canonical
+  frame: the same lighting is ``R^T l`` there. :func:`method_light` converts a stored light into the methods' 4-d
+  light vector ``(2 k_a - 1, 2 k_d - 1, l'_x / l'_z, l'_y / l'_z)`` with ``l' = R^T l``; with it, the methods'
+  renderer reproduces an image from its true canonical depth, albedo and view up to what a height field and a
+  texture warp cannot represent (about 0.02 mean absolute on the head at the frontal view and 0.04 at the dataset's
+  views, images in [-1, 1]; ``tests/unsup3d/test_image_model.py``).
 
 Identities: image ``i`` of a split shows identity ``offset + i % n_identities`` with
-``n_identities = ceil(size / images_per_identity)``; train identities are ``0 .. n_train - 1`` and test identities
-follow them, so the splits are disjoint and a ``limit`` keeps identities varied.
+``n_identities = ceil(size / images_per_identity)``; train identities are ``0 .. n_train - 1``, test identities
+follow them and validation identities follow those, so the three splits are disjoint and a ``limit`` keeps
+identities varied.
 
 Determinism: the identity table of a split comes from ``(seed, split)`` and each shard's views, lights and
 backgrounds from ``(seed, split, shard)``; shards are written atomically, so an interrupted generation resumes and
@@ -58,28 +67,63 @@ from benchmark.datasets.sdf_faces import FAR_DEPTH, render_faces, sample_identit
 from benchmark.errors import BenchError, DatasetMissingError
 from benchmark.registry import DATASETS
 
-__all__ = ["FORMAT_VERSION", "SPLITS", "generate", "SynfaceProc", "sample_shard", "render_shard"]
+__all__ = ["FORMAT_VERSION", "SPLITS", "generate", "SynfaceProc", "sample_shard", "render_shard", "method_view",
+           "method_light"]
 
 FORMAT_VERSION = 2
-SPLITS = ("train", "test")
-_SPLIT_CODE = {"train": 1, "test": 2}
+SPLITS = ("train", "val", "test")
+_SPLIT_CODE = {"train": 1, "test": 2, "val": 3}
+DEFAULT_VAL_SIZE = 1000
 VIEW_RANGE = (35.0, 15.0, 5.0)  # |yaw|, |pitch|, |roll| maxima in degrees (uniform)
 LIGHT_RANGE = ((0.2, 0.5), (0.5, 0.9), (-0.9, 0.9), (-0.3, 0.8))  # k_a, k_d, dx, dy (uniform)
 RENDER_BATCH = 32
 _KEYS = ("image", "depth", "mask", "head_mask", "identity", "view", "light", "index")
 
 
+def method_view(view_deg: torch.Tensor) -> torch.Tensor:
+    """Stored views ``(B, 3)`` (yaw, pitch, roll degrees) -> the methods' 6-d view vectors ``(B, 6)``.
+
+    >>> method_view(torch.tensor([[30.0, -6.0, 0.0]])).tolist()
+    [[-0.10000000149011612, 0.5, 0.0, 0.0, 0.0, 0.0]]
+    """
+    v = torch.as_tensor(view_deg, dtype=torch.float32)
+    zero = torch.zeros_like(v[:, 0])
+    return torch.stack([v[:, 1] / 60, v[:, 0] / 60, v[:, 2] / 60, zero, zero, zero], 1)
+
+
+def method_light(view_deg: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """Stored camera-frame lights ``(B, 4)`` (k_a, k_d, dx, dy) of images seen from ``view_deg`` ``(B, 3)`` -> the
+    methods' canonical-frame light vectors ``(B, 4)`` = ``(2 k_a - 1, 2 k_d - 1, l'_x / l'_z, l'_y / l'_z)`` with
+    ``l' = R^T (dx, dy, 1)`` (see the module docstring). At the frontal view only the first two entries change.
+
+    >>> method_light(torch.zeros(1, 3), torch.tensor([[0.25, 0.75, 0.5, -0.2]])).tolist()
+    [[-0.5, 0.5, 0.5, -0.20000000298023224]]
+    """
+    from benchmark.datasets.sdf_faces import rotation_matrices
+
+    light = torch.as_tensor(light, dtype=torch.float64)
+    R = torch.from_numpy(rotation_matrices(np.asarray(view_deg, dtype=np.float64)))
+    l_cam = torch.stack([light[:, 2], light[:, 3], torch.ones_like(light[:, 2])], 1)
+    l_canon = torch.einsum("bji,bj->bi", R, l_cam)
+    if bool((l_canon[:, 2] <= 1e-6).any()):
+        raise ValueError("a light turned behind the canonical head cannot be written as (dx, dy, 1)")
+    out = torch.stack([2 * light[:, 0] - 1, 2 * light[:, 1] - 1, l_canon[:, 0] / l_canon[:, 2],
+                       l_canon[:, 1] / l_canon[:, 2]], 1)
+    return out.to(torch.float32)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Sampling and rendering of one shard
 # ----------------------------------------------------------------------------------------------------------------
-def _config(train_size, test_size, image_size, seed, shard_size, images_per_identity, asymmetry) -> dict[str, Any]:
-    cfg = {"train_size": train_size, "test_size": test_size, "image_size": image_size, "seed": seed,
-           "shard_size": shard_size, "images_per_identity": images_per_identity}
+def _config(train_size, test_size, image_size, seed, shard_size, images_per_identity, asymmetry,
+            val_size=DEFAULT_VAL_SIZE) -> dict[str, Any]:
+    cfg = {"train_size": train_size, "val_size": val_size, "test_size": test_size, "image_size": image_size,
+           "seed": seed, "shard_size": shard_size, "images_per_identity": images_per_identity}
     for key, value in cfg.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise BenchError(f"synface_proc: {key} must be an integer, got {value!r}")
     cfg = {k: int(v) for k, v in cfg.items()}
-    for key in ("train_size", "test_size"):
+    for key in ("train_size", "val_size", "test_size"):
         if cfg[key] < 0:
             raise BenchError(f"synface_proc: {key} must be >= 0, got {cfg[key]}")
     for key in ("shard_size", "images_per_identity"):
@@ -106,12 +150,16 @@ def _n_shards(size: int, shard_size: int) -> int:
 
 
 def _identity_offset(cfg: dict, split: str) -> int:
-    return 0 if split == "train" else _n_identities(cfg["train_size"], cfg["images_per_identity"])
+    """Identities are numbered train, then test, then val (val came later: the train and test splits of datasets
+    made before it are unchanged)."""
+    order = ("train", "test", "val")
+    before = order[:order.index(split)]
+    return sum(_n_identities(cfg.get(f"{s}_size", 0), cfg["images_per_identity"]) for s in before)
 
 
 def identity_table(cfg: dict, split: str) -> np.ndarray:
     """Parameters ``(n_identities, N_PARAMS)`` of the identities of ``split`` (deterministic in seed and split)."""
-    n_id = _n_identities(cfg[f"{split}_size"], cfg["images_per_identity"])
+    n_id = _n_identities(cfg.get(f"{split}_size", 0), cfg["images_per_identity"])
     rng = np.random.default_rng(np.random.SeedSequence([cfg["seed"], 0x1D, _SPLIT_CODE[split]]))
     return sample_identities(rng, n_id, cfg["asymmetry"])
 
@@ -139,7 +187,7 @@ def backgrounds(rng: np.random.Generator, n: int, size: int) -> torch.Tensor:
 
 def sample_shard(cfg: dict, split: str, shard: int) -> dict[str, Any]:
     """Everything drawn for one shard: indices, identities, their parameters, views, lights and backgrounds."""
-    size, S = cfg[f"{split}_size"], cfg["image_size"]
+    size, S = cfg.get(f"{split}_size", 0), cfg["image_size"]
     lo = shard * cfg["shard_size"]
     index = np.arange(lo, min(lo + cfg["shard_size"], size), dtype=np.int64)
     n = index.size
@@ -252,7 +300,7 @@ def _render_to_file(args) -> int:
 
 def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int = 1000, image_size: int = 64,
              seed: int = 0, shard_size: int = 1000, images_per_identity: int = 10, asymmetry: float = 0.05,
-             progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+             val_size: int = DEFAULT_VAL_SIZE, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
     """Generate (or finish generating) the dataset under ``root``; returns the contents of ``meta.json``.
 
     Complete shards already present are kept, so an interrupted run resumes and gives identical data. A
@@ -260,16 +308,20 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
     (not part of the config; default: one process per core, at most 4, when at least 1024 images are to be
     rendered, else in-process) renders shards in parallel, one thread each; the output does not depend on it.
     """
-    cfg = _config(train_size, test_size, image_size, seed, shard_size, images_per_identity, asymmetry)
+    cfg = _config(train_size, test_size, image_size, seed, shard_size, images_per_identity, asymmetry, val_size)
     root = Path(root)
     meta_path = root / "meta.json"
+    upgrade = False
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
-            old_cfg = old["config"]
+            old_cfg = dict(old["config"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BenchError(f"synface_proc: cannot read {meta_path} ({exc}); delete the folder {root} or choose "
                              f"another dataset.root") from None
+        upgrade = "val_size" not in old_cfg  # made before the validation split: train/test kept, val added
+        if upgrade:
+            old_cfg["val_size"] = cfg["val_size"]
         diff = sorted(k for k in set(old_cfg) | set(cfg) if old_cfg.get(k) != cfg.get(k))
         if old.get("format_version") != FORMAT_VERSION:
             diff.append("format_version")
@@ -292,7 +344,7 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
                             "light": "(k_a, k_d, dx, dy); shading = k_a + k_d max(0, n . l), "
                                      "l = (dx, dy, 1) / norm, n pointing away from the camera",
                             "depth": "z of the first hit at the pixel centre; background = far_depth"}}
-    if not meta_path.exists():
+    if not meta_path.exists() or upgrade:
         _write_json(meta_path, meta)
     todo, done = [], 0
     for split in SPLITS:
@@ -303,7 +355,7 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
                 done += n
             else:
                 todo.append((cfg, split, k, str(path), n))
-    total = cfg["train_size"] + cfg["test_size"]
+    total = sum(cfg[f"{split}_size"] for split in SPLITS)
     if workers is None:  # processes only pay off (start-up ~3 s each) for several large shards
         big = sum(t[4] for t in todo) >= 1024
         workers = min(4, os.cpu_count() or 1, len(todo)) if big else 1

@@ -187,6 +187,11 @@ class EDDeconv(nn.Module):
             layers.append(activation())
         self.network = nn.Sequential(*layers)
 
+    @property
+    def output_conv(self) -> nn.Conv2d:
+        """The last convolution (to ``cout`` channels), e.g. to rescale its initial weights."""
+        return [m for m in self.network if isinstance(m, nn.Conv2d)][-1]
+
     def forward(self, image: Tensor) -> Tensor:
         """``(B, cin, S, S) -> (B, cout, S, S)``."""
         _check_image(image, self.cin, self.size, "EDDeconv input")

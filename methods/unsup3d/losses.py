@@ -26,7 +26,8 @@ from methods.renderer.camera import check_shape
 
 from .model import Unsup3dOutput
 
-__all__ = ["EPS", "Unsup3dLoss", "confidence_l1", "confidence_feature_l2", "depth_smoothness", "unsup3d_loss"]
+__all__ = ["EPS", "Unsup3dLoss", "confidence_l1", "confidence_feature_l2", "depth_smoothness", "depth_curvature",
+           "unsup3d_loss"]
 
 EPS = 1e-7
 Features = Callable[[Tensor], Tensor]
@@ -42,11 +43,13 @@ class Unsup3dLoss:
     perc: Tensor
     perc_flip: Tensor
     depth_smooth: Tensor
+    depth_curv: Tensor
 
     def as_floats(self) -> dict[str, float]:
         """``{"loss": total, "loss_l1": ..., ...}`` as Python floats, for logging."""
         names = {"total": "loss", "l1": "loss_l1", "l1_flip": "loss_l1_flip", "perc": "loss_perc",
-                 "perc_flip": "loss_perc_flip", "depth_smooth": "loss_depth_smooth"}
+                 "perc_flip": "loss_perc_flip", "depth_smooth": "loss_depth_smooth",
+                 "depth_curv": "loss_depth_curv"}
         return {v: float(getattr(self, k).detach()) for k, v in names.items()}
 
 
@@ -119,12 +122,34 @@ def depth_smoothness(depth: Tensor, min_depth: float = 0.9, max_depth: float = 1
     return vertical + horizontal
 
 
+def depth_curvature(depth: Tensor, min_depth: float = 0.9, max_depth: float = 1.1) -> Tensor:
+    """Second-order depth smoothness: mean absolute second differences ``d_xx + d_yy + 2 d_xy`` of the depth
+    divided by the depth range. Zero on planes, so unlike :func:`depth_smoothness` it does not flatten a shape;
+    it damps the grid-scale ripples that shading cannot see (central-difference normals are blind to a 2-pixel
+    period) but the warp can use to displace texture.
+
+    Args:
+        depth: ``(B, H, W)``.
+    Returns:
+        scalar tensor.
+
+    >>> float(depth_curvature(torch.arange(16.0).view(1, 4, 4) * 0.01))
+    0.0
+    """
+    check_shape(depth, "B,H,W", "depth")
+    d = depth / (max_depth - min_depth)
+    dxx = (d[:, :, 2:] - 2 * d[:, :, 1:-1] + d[:, :, :-2]).abs().mean()
+    dyy = (d[:, 2:] - 2 * d[:, 1:-1] + d[:, :-2]).abs().mean()
+    dxy = (d[:, 1:, 1:] - d[:, 1:, :-1] - d[:, :-1, 1:] + d[:, :-1, :-1]).abs().mean()
+    return dxx + dyy + 2 * dxy
+
+
 def _channel(conf: Tensor | None, i: int) -> Tensor | None:
     return None if conf is None else conf[:, i : i + 1]
 
 
 def unsup3d_loss(out: Unsup3dOutput, features: Features | None = None, lam_perc: float = 1.0,
-                 lam_flip: float = 0.5, lam_depth_sm: float = 0.0) -> Unsup3dLoss:
+                 lam_flip: float = 0.5, lam_depth_sm: float = 0.0, lam_depth_curv: float = 0.0) -> Unsup3dLoss:
     """The published training loss of one forward pass.
 
     Confidence channel 0 weights the plain reconstruction and channel 1 the mirrored one. ``features`` maps
@@ -134,7 +159,8 @@ def unsup3d_loss(out: Unsup3dOutput, features: Features | None = None, lam_perc:
     Args:
         out: :class:`~methods.unsup3d.model.Unsup3dOutput`.
         features: perceptual feature network or None.
-        lam_perc, lam_flip, lam_depth_sm: weights.
+        lam_perc, lam_flip, lam_depth_sm, lam_depth_curv: weights (the last two: :func:`depth_smoothness` and
+            :func:`depth_curvature` of the canonical depth before the border clamp).
     Returns:
         :class:`Unsup3dLoss`.
     """
@@ -151,5 +177,7 @@ def unsup3d_loss(out: Unsup3dOutput, features: Features | None = None, lam_perc:
         if out.flipped:
             perc_flip = confidence_feature_l2(f_recon[b:], f_image, out.mask[b:], _channel(out.conf_perc, 1))
     smooth = depth_smoothness(out.canon_depth_free) if lam_depth_sm else zero
-    total = l1 + lam_flip * l1_flip + lam_perc * (perc + lam_flip * perc_flip) + lam_depth_sm * smooth
-    return Unsup3dLoss(total, l1, l1_flip, perc, perc_flip, smooth)
+    curv = depth_curvature(out.canon_depth_free) if lam_depth_curv else zero
+    total = (l1 + lam_flip * l1_flip + lam_perc * (perc + lam_flip * perc_flip) + lam_depth_sm * smooth
+             + lam_depth_curv * curv)
+    return Unsup3dLoss(total, l1, l1_flip, perc, perc_flip, smooth, curv)

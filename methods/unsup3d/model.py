@@ -17,13 +17,14 @@ canonical image (zero padding, ``align_corners=True``) and is *not* clamped to [
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.common.networks import ConfNet, EDDeconv, Encoder
+from methods.common.settings import strict_from_dict
 from methods.renderer.camera import check_shape, depth_to_normals
 from methods.renderer.shading import albedo_to_texture, clamp_border_depth, light_to_shading, raw_to_depth
 from methods.renderer.warp import Renderer, view_to_canon_grid, view_valid_mask, warp_canon_depth
@@ -50,6 +51,10 @@ class Unsup3dConfig:
         use_conf: predict confidence maps; without them the losses are plain masked L1 / L2.
         supersample, pixel_offset: rasteriser sampling (1, 0: pixel centres; 2, 0.5: the original's 2x
             supersampling with its half-pixel offset), see :class:`methods.renderer.warp.Renderer`.
+        depth_init_gain: factor on the initial weights of D's output convolution (1: PyTorch's default
+            initialisation, as published; 0: every image starts from the flat canonical depth). With the default,
+            GroupNorm lifts the untrained D's output to per-pixel noise of about 0.03 depth units (neighbour
+            slopes of ~10:1), so the first warps are degenerate; see ``weights/README.md``.
     """
 
     image_size: int = 64
@@ -72,15 +77,12 @@ class Unsup3dConfig:
     use_conf: bool = True
     supersample: int = 1
     pixel_offset: float = 0.0
+    depth_init_gain: float = 1.0
 
     @classmethod
     def from_dict(cls, values: dict) -> "Unsup3dConfig":
         """Build from a mapping; unknown keys are an error (a misspelt key must not fall back to a default)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown Unsup3d model settings {unknown}; valid: {sorted(names)}")
-        return cls(**values)
+        return strict_from_dict(cls, values, "Unsup3d model settings")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +169,9 @@ class Unsup3dNet(nn.Module):
         self.cfg = cfg
         s = cfg.image_size
         self.netD = EDDeconv(3, 1, s, nf=cfg.nf_depth_albedo, zdim=cfg.zdim, gn_base=cfg.gn_base)
+        if cfg.depth_init_gain != 1.0:
+            with torch.no_grad():
+                self.netD.output_conv.weight.mul_(cfg.depth_init_gain)
         self.netA = EDDeconv(3, 3, s, nf=cfg.nf_depth_albedo, zdim=cfg.zdim, gn_base=cfg.gn_base,
                              activation=nn.Tanh)
         self.netV = Encoder(3, 6, s, nf=cfg.nf_view_light)

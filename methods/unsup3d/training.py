@@ -15,8 +15,6 @@ Weights format: ``<name>.safetensors`` with the state_dict of :class:`~methods.u
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,6 +24,8 @@ import torch
 from torch import Tensor
 
 from benchmark.errors import BenchError
+from methods.common import weights as weights_io
+from methods.common.weights import atomic_torch_save
 from metrics.shape import nan_summary, shape_metrics
 
 from .losses import unsup3d_loss
@@ -53,6 +53,7 @@ class TrainConfig:
     lam_perc: float = 1.0
     lam_flip: float = 0.5
     lam_depth_sm: float = 0.0
+    lam_depth_curv: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -146,7 +147,7 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
     images = as_float_images(data[idx]).to(state.device)
     state.net.train()
     out = state.net(images)
-    loss = unsup3d_loss(out, features, cfg.lam_perc, cfg.lam_flip, cfg.lam_depth_sm)
+    loss = unsup3d_loss(out, features, cfg.lam_perc, cfg.lam_flip, cfg.lam_depth_sm, cfg.lam_depth_curv)
     state.optim.zero_grad(set_to_none=True)
     loss.total.backward()
     state.optim.step()
@@ -172,17 +173,10 @@ def train_loop(state: TrainState, data: Tensor, iterations: int, features: Featu
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
-def _atomic_save(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(path: str | Path, state: TrainState) -> Path:
     """Write ``state`` atomically as plain state_dicts (loadable with ``weights_only=True``)."""
     path = Path(path)
-    _atomic_save(path, {"version": CHECKPOINT_VERSION, "net": state.net.state_dict(),
+    atomic_torch_save(path, {"version": CHECKPOINT_VERSION, "net": state.net.state_dict(),
                         "optim": state.optim.state_dict(), "step": state.step, "seed": state.seed,
                         "model_config": state.net.cfg.to_dict(), "train_config": asdict(state.cfg),
                         "extra": state.extra})
@@ -208,54 +202,23 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
 
 
 # ------------------------------------------------------------------------------------------------ shipped weights
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
 def save_weights(path: str | Path, net: Unsup3dNet, card: dict[str, Any]) -> Path:
     """Export ``net`` to ``path`` (.safetensors) and its JSON sidecar (architecture + model card), atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise BenchError(f"output {path} must end in .safetensors (the model card goes to {path.stem}.json)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().cpu().contiguous().clone() for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-    os.replace(tmp, path)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": net.cfg.to_dict(), "training": card}
-    side = _sidecar(path)
-    side_tmp = side.with_name(side.name + ".tmp")
-    side_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(side_tmp, side)
-    return path
+    return weights_io.save_weights(path, net.state_dict(), FORMAT, FORMAT_VERSION, net.cfg.to_dict(), card)
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
     """The JSON sidecar of a weights file (``model`` and ``training``); BenchError when missing or invalid."""
-    side = _sidecar(Path(path))
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError) as err:
-        raise BenchError(f"cannot read the model card {side} of Unsup3d weights {path} ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
-        raise BenchError(f"{side} is not an Unsup3d model card (format {FORMAT})")
-    return meta
+    return weights_io.read_card(path, FORMAT)
 
 
 def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[Unsup3dNet, dict[str, Any]]:
     """Load shipped weights: the network (eval mode, strict) and its sidecar."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"Unsup3d weights {path} not found; train them with `bench train model=unsup3d` or set "
-                         f"method.weights=<file>")
-    meta = read_card(path)
+    tensors, meta = weights_io.load_weights(path, FORMAT, "train them with `bench train model=unsup3d_cpu` or set "
+                                                          "method.weights=<file>")
     try:
         net = Unsup3dNet(Unsup3dConfig.from_dict(meta["model"]))
-        net.load_state_dict(load_file(str(path)), strict=True)
+        net.load_state_dict(tensors, strict=True)
     except (ValueError, RuntimeError, TypeError) as err:
         raise BenchError(f"Unsup3d weights {path} do not match their model card: {str(err)[:300]}") from None
     return net.to(device).eval(), meta

@@ -104,7 +104,7 @@ def test_train_command_exports_and_tracks(tmp_path, monkeypatch):
     from methods.stylegan2.checkpoints import load_discriminator, load_generator
 
     root = tmp_path / "synface"
-    generate(root, train_size=16, test_size=4, image_size=32, seed=0, shard_size=16, images_per_identity=2,
+    generate(root, train_size=16, val_size=0, test_size=4, image_size=32, seed=0, shard_size=16, images_per_identity=2,
              progress=False)
     export = tmp_path / "w" / "sg2.safetensors"
     overrides = [

@@ -24,7 +24,7 @@ def trained(tmp_path_factory, tiny_synface):
     export = workdir / "weights" / "u.safetensors"
     disc = REPO / "weights" / "stylegan2_synface_proc_32.safetensors"
     args = ["train", "model=unsup3d_cpu", *tiny_overrides(tiny_synface), *TINY_NET, "train.limit=16",
-            f"model.perceptual_weights={disc}",
+            "model.perceptual=discriminator", f"model.perceptual_weights={disc}",
             "model.val_images=4", "train.eval_every=1", "train.log_every=1", "train.progress=false",
             f"train.out_dir={workdir / 'out'}", f"train.export={export}", f"tracking.uri={uri}", "device=cpu"]
     assert main([*args, "train.iterations=2"]) == 0

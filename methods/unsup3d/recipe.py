@@ -1,0 +1,102 @@
+"""Unsup3d on the single training driver: ``bench train model=unsup3d`` / ``model=unsup3d_cpu``.
+
+The loop, checkpoints and weights are those of :mod:`methods.unsup3d.training`; this recipe only wires them to the
+driver. Data: the training split in memory (uint8); validation: SIDE/MAD of the first ``val_images`` images of
+``val_split`` every evaluation, with a grid of sample reconstructions. The model card adds the epochs, the batch
+size and the perceptual network (with its SHA-256) to the driver's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.errors import BenchError
+from benchmark.registry import TRAINERS
+from methods.base import TrainContext, TrainRecipe
+
+from . import training
+from .method import dataset_images
+from .perceptual import build_features, file_sha256
+
+__all__ = ["Unsup3dRecipe", "sample_grid"]
+
+
+def sample_grid(net, images: torch.Tensor, renderer_fov: float = 10.0) -> np.ndarray:
+    """Rows of input / reconstruction / mirrored reconstruction / canonical albedo / canonical image / canonical
+    depth / input-view depth / its normals / photometric confidence ``1 / (1 + sigma)``, as one uint8 grid."""
+    from benchmark import visualize as vis
+
+    out = training.predict(net, images)[0]
+    b, rows = out.batch, []
+    for i in range(b):
+        row = [vis.image_to_uint8(out.image[i]), vis.image_to_uint8(out.recon_image[i])]
+        if out.flipped:
+            row.append(vis.image_to_uint8(out.recon_image[b + i]))
+        row += [vis.image_to_uint8(out.canon_albedo[i]), vis.image_to_uint8(out.canon_image[i]),
+                vis.depth_to_uint8(out.canon_depth[i]), vis.depth_to_uint8(out.recon_depth[i]),
+                vis.normals_to_uint8(out.recon_depth[i], renderer_fov)]
+        if out.conf_l1 is not None:
+            row.append(vis.mask_to_uint8(1 / (1 + out.conf_l1[i, 0])))
+        rows.append(row)
+    return vis.grid(rows)
+
+
+@TRAINERS.register("unsup3d")
+class Unsup3dRecipe(TrainRecipe):
+    """Unsup3d's photo-geometric autoencoder (published recipe or the CPU one, by config)."""
+
+    def __init__(self, ctx: TrainContext):
+        super().__init__(ctx)
+        self.model_cfg, self.train_cfg, perc = training.split_settings(ctx.settings)
+        size = self.model_cfg.image_size
+        train = ctx.load_split(ctx.train_split, ctx.train_limit)
+        # The (N, S, S, 3) array viewed as NCHW, i.e. channels-last memory, as this model has always been trained:
+        # batches keep that layout, which selects the convolution kernels and so the bits of every result.
+        self.data = (torch.from_numpy(np.ascontiguousarray(train.array("image"))).permute(0, 3, 1, 2)
+                     if hasattr(train, "array") else dataset_images(train))
+        if self.data.shape[-1] != size:
+            raise BenchError(f"dataset images are {self.data.shape[-1]}px but the model is {size}px")
+        self.val_split = ctx.settings.get("val_split", "val")
+        val = ctx.load_split(self.val_split, int(ctx.settings.get("val_images", 256)))
+        if not getattr(val, "has_depth", False):
+            raise BenchError(f"validation split {self.val_split} of {ctx.dataset_name} has no ground-truth depth")
+        self.val_images = dataset_images(val)
+        self.val_depths = (torch.from_numpy(val.depth_array()) if hasattr(val, "depth_array")
+                           else torch.stack([val[i]["depth"] for i in range(len(val))]))
+        if self.val_images.shape[-1] != size:
+            raise BenchError(f"validation images are {self.val_images.shape[-1]}px but the model is {size}px")
+        self.features = build_features(perc["perceptual"], perc["perceptual_weights"], size, ctx.device)
+        self.perc_info = {**perc, "sha256": file_sha256(perc["perceptual_weights"]) if self.features else None}
+
+    def create(self) -> training.TrainState:
+        return training.create_state(self.model_cfg, self.train_cfg, self.ctx.device, seed=self.ctx.seed)
+
+    def step(self, state: training.TrainState) -> dict[str, float]:
+        return training.train_step(state, self.data, self.features)
+
+    def save(self, path: Path, state: training.TrainState) -> None:
+        training.save_checkpoint(path, state)
+
+    def load(self, path: Path) -> training.TrainState:
+        return training.load_checkpoint(path, self.ctx.device, self.train_cfg)
+
+    def evaluate(self, state: training.TrainState) -> dict[str, float]:
+        return training.evaluate_shape(state.net, self.val_images, self.val_depths)
+
+    def sample_grid(self, state: training.TrainState) -> np.ndarray:
+        return sample_grid(state.net, self.val_images[:8], self.model_cfg.fov_deg)
+
+    def export(self, state: training.TrainState, path: Path, card: dict[str, Any]) -> None:
+        per_epoch = len(self.data) // self.train_cfg.batch_size
+        card = {**card, "dataset": card["dataset"][self.ctx.train_split], "epochs": state.step / per_epoch,
+                "batch_size": self.train_cfg.batch_size, "perceptual": self.perc_info,
+                "validation": {"split": self.val_split, "images": len(self.val_images), **card["validation"]}}
+        training.save_weights(path, state.net, card)
+
+    def summary(self, state: training.TrainState, scores: dict[str, float]) -> str:
+        return (f"{state.step} iterations; validation SIDE {scores['side_mean']:.3f} MAD {scores['mad_mean']:.2f} on "
+                f"{len(self.val_images)} {self.val_split} images")

@@ -1,0 +1,60 @@
+"""One test for every registered trainer (timm's idea): two steps on the tiny dataset, and the same two steps
+interrupted after the first and resumed, give bit-identical checkpoints and weights.
+
+A new trainer adds its model config and tiny settings to ``TINY_SETTINGS``; an unlisted one fails here."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmark.cli import main
+from benchmark.registry import TRAINERS
+from tests.conftest import tiny_overrides
+
+TINY_SETTINGS = {
+    "supervised": ["model=supervised", "model.nf=8", "model.zdim=16", "model.gn_base=2", "model.batch_size=4",
+                   "model.val_images=4"],
+    "unsup3d": ["model=unsup3d_cpu", "model.nf_depth_albedo=8", "model.nf_view_light=8", "model.zdim=16",
+                "model.gn_base=2", "model.conf_nf=8", "model.conf_zdim=16", "model.batch_size=4", "model.val_images=4"],
+}
+
+
+def _flat(checkpoint: dict) -> dict:
+    out = {}
+
+    def walk(prefix, node):
+        if isinstance(node, torch.Tensor):
+            out[prefix] = node
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(f"{prefix}.{i}", v)
+
+    walk("", {k: v for k, v in checkpoint.items() if k != "extra"})
+    return out
+
+
+@pytest.mark.parametrize("arch", TRAINERS.names())
+def test_trainer_resumes_bit_exactly(arch, tiny_synface, tmp_path):
+    assert arch in TINY_SETTINGS, f"add tiny settings for trainer {arch} to TINY_SETTINGS"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def train(name, iterations):
+        out = tmp_path / name
+        args = ["train", *TINY_SETTINGS[arch], *tiny_overrides(tiny_synface), "train.limit=32", "train.eval_every=1",
+                "train.log_every=1", "train.checkpoint_every=1", "train.progress=false", f"train.out_dir={out}",
+                f"train.export={out / 'w.safetensors'}", f"tracking.uri={uri}", "device=cpu",
+                f"train.iterations={iterations}"]
+        assert main(args) == 0
+        return out
+
+    straight = train("straight", 2)
+    train("resumed", 1)
+    resumed = train("resumed", 2)
+    a = _flat(torch.load(straight / "checkpoint.pt", weights_only=True))
+    b = _flat(torch.load(resumed / "checkpoint.pt", weights_only=True))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    wa, wb = load_file(str(straight / "w.safetensors")), load_file(str(resumed / "w.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
