@@ -130,7 +130,7 @@ def test_meta_contents(tiny):
     root, meta = tiny
     on_disk = json.loads((root / "meta.json").read_text())
     assert on_disk["format_version"] == FORMAT_VERSION and on_disk["complete"]
-    assert on_disk["config"] == {"train_size": 12, "val_size": 6, "test_size": 8, "image_size": 32, "seed": 3, "shard_size": 8,
+    assert on_disk["config"] == {"train_size": 12, "val_size": 6, "test_size": 8, "head_scale": 1.0, "image_size": 32, "seed": 3, "shard_size": 8,
                                  "images_per_identity": 3, "asymmetry": 0.05}
     assert on_disk["splits"]["train"]["shards"] == 2 and on_disk["splits"]["test"]["size"] == 8
     assert meta["images_per_second"] > 0
@@ -288,6 +288,20 @@ def test_validation_split_is_added_to_an_older_dataset(tmp_path):
     ids = {split: {int(SynfaceProc(root, split)[i]["identity"]) for i in range(len(SynfaceProc(root, split)))}
            for split in ("train", "val", "test")}
     assert not (ids["train"] & ids["val"]) and not (ids["test"] & ids["val"]) and not (ids["train"] & ids["test"])
+
+
+def test_head_scale_frames_faces_with_the_same_identities():
+    """head_scale only scales the heads (1 = the whole heads generated before the option existed): the same draws,
+    and at 1.3 the face fills the frame like a BFM synface crop."""
+    from benchmark.datasets.synface_proc import _config, identity_table
+
+    heads = _config(12, 8, 32, 3, 8, 3, 0.05, 6)
+    faces = _config(12, 8, 32, 3, 8, 3, 0.05, 6, head_scale=1.3)
+    a, b = identity_table(heads, "test"), identity_table(faces, "test")
+    col = sdf_faces.N_GEOM + sdf_faces.ALB["scale"]
+    assert np.allclose(b[:, col], 1.3 * a[:, col]) and np.array_equal(np.delete(a, col, 1), np.delete(b, col, 1))
+    with pytest.raises(BenchError, match="head_scale"):
+        _config(12, 8, 32, 3, 8, 3, 0.05, 6, head_scale=3.0)
 
 
 def test_bad_generation_arguments(tmp_path):

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.datasets.sdf_faces import FAR_DEPTH, render_faces, sample_identities
+from benchmark.datasets.sdf_faces import ALB, FAR_DEPTH, N_GEOM, render_faces, sample_identities
 from benchmark.errors import BenchError, DatasetMissingError
 from benchmark.registry import DATASETS
 
@@ -116,7 +116,7 @@ def method_light(view_deg: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
 # Sampling and rendering of one shard
 # ----------------------------------------------------------------------------------------------------------------
 def _config(train_size, test_size, image_size, seed, shard_size, images_per_identity, asymmetry,
-            val_size=DEFAULT_VAL_SIZE) -> dict[str, Any]:
+            val_size=DEFAULT_VAL_SIZE, head_scale=1.0) -> dict[str, Any]:
     cfg = {"train_size": train_size, "val_size": val_size, "test_size": test_size, "image_size": image_size,
            "seed": seed, "shard_size": shard_size, "images_per_identity": images_per_identity}
     for key, value in cfg.items():
@@ -138,6 +138,14 @@ def _config(train_size, test_size, image_size, seed, shard_size, images_per_iden
     if not 0.0 <= asymmetry <= 1.0:
         raise BenchError(f"synface_proc: asymmetry must be in [0, 1] (0 = mirror-symmetric faces), got {asymmetry}")
     cfg["asymmetry"] = asymmetry
+    try:
+        head_scale = float(head_scale)
+    except (TypeError, ValueError):
+        raise BenchError(f"synface_proc: head_scale must be a number, got {head_scale!r}") from None
+    if not 0.5 <= head_scale <= 1.4:
+        raise BenchError(f"synface_proc: head_scale must be in [0.5, 1.4] (1 = whole heads, as generated before; "
+                         f"1.3 = face crops like BFM synface), got {head_scale}")
+    cfg["head_scale"] = head_scale
     return cfg
 
 
@@ -161,7 +169,9 @@ def identity_table(cfg: dict, split: str) -> np.ndarray:
     """Parameters ``(n_identities, N_PARAMS)`` of the identities of ``split`` (deterministic in seed and split)."""
     n_id = _n_identities(cfg.get(f"{split}_size", 0), cfg["images_per_identity"])
     rng = np.random.default_rng(np.random.SeedSequence([cfg["seed"], 0x1D, _SPLIT_CODE[split]]))
-    return sample_identities(rng, n_id, cfg["asymmetry"])
+    table = sample_identities(rng, n_id, cfg["asymmetry"])
+    table[:, N_GEOM + ALB["scale"]] *= np.float32(cfg.get("head_scale", 1.0))  # same draws whatever the framing
+    return table
 
 
 def backgrounds(rng: np.random.Generator, n: int, size: int) -> torch.Tensor:
@@ -300,7 +310,7 @@ def _render_to_file(args) -> int:
 
 def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int = 1000, image_size: int = 64,
              seed: int = 0, shard_size: int = 1000, images_per_identity: int = 10, asymmetry: float = 0.05,
-             val_size: int = DEFAULT_VAL_SIZE, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+             val_size: int = DEFAULT_VAL_SIZE, head_scale: float = 1.0, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
     """Generate (or finish generating) the dataset under ``root``; returns the contents of ``meta.json``.
 
     Complete shards already present are kept, so an interrupted run resumes and gives identical data. A
@@ -308,7 +318,8 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
     (not part of the config; default: one process per core, at most 4, when at least 1024 images are to be
     rendered, else in-process) renders shards in parallel, one thread each; the output does not depend on it.
     """
-    cfg = _config(train_size, test_size, image_size, seed, shard_size, images_per_identity, asymmetry, val_size)
+    cfg = _config(train_size, test_size, image_size, seed, shard_size, images_per_identity, asymmetry, val_size,
+                  head_scale)
     root = Path(root)
     meta_path = root / "meta.json"
     upgrade = False
@@ -322,6 +333,7 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
         upgrade = "val_size" not in old_cfg  # made before the validation split: train/test kept, val added
         if upgrade:
             old_cfg["val_size"] = cfg["val_size"]
+        old_cfg.setdefault("head_scale", 1.0)  # made before the framing option: whole heads
         diff = sorted(k for k in set(old_cfg) | set(cfg) if old_cfg.get(k) != cfg.get(k))
         if old.get("format_version") != FORMAT_VERSION:
             diff.append("format_version")

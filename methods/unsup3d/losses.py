@@ -133,8 +133,10 @@ def depth_curvature(depth: Tensor, min_depth: float = 0.9, max_depth: float = 1.
     Returns:
         scalar tensor.
 
-    >>> float(depth_curvature(torch.arange(16.0).view(1, 4, 4) * 0.01))
-    0.0
+    >>> plane = torch.arange(16.0).view(1, 4, 4) * 0.01
+    >>> stripes = plane + torch.tensor([0.0, 0.01] * 2)  # a 2-pixel column pattern
+    >>> float(depth_curvature(plane)) < 1e-5, round(float(depth_curvature(stripes)), 4)
+    (True, 0.1)
     """
     check_shape(depth, "B,H,W", "depth")
     d = depth / (max_depth - min_depth)
