@@ -21,12 +21,13 @@ commands:
   data     generate or check a dataset: bench data dataset=synface_proc
   report   build tables from the MLflow runs into reports/: bench report
   sweep    Optuna hyperparameter search, trials logged to MLflow: bench sweep sweep=ellipsoid_prior
-  train    train a model (stylegan2*, unsup3d*, hologan, identity, yaw_regressor, ...): bench train model=hologan
+  train    train a model (supervised, unsup3d*, stylegan2*, hologan, identity, ...): bench train model=supervised
   convert  StyleGAN2 checkpoint (.pt, .pkl) to safetensors: bench convert SRC DST.safetensors
   sample   StyleGAN2 samples and their W latents: bench sample n=16 out_dir=samples
   invert   project real images into W (latents GAN2Shape reads): bench invert input=<image or folder>
 
 Overrides use Hydra syntax: group=option, key=value, +new_key=value; `bench run -m` sweeps comma-separated values.
+`bench <command> --help` says more about each command.
 """
 
 
@@ -150,6 +151,39 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+# `bench <command> --help` for the commands other than `run` (whose help is Hydra's): usage, what the overrides
+# mean, and the options of the config groups the command composes.
+HELP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "list": ("usage: bench list\n  print the registered plugins and the options of every config group", ()),
+    "data": ("usage: bench data [dataset=<name>] [dataset.root=<folder>] [dataset.generate.<key>=<value> ...]\n"
+             "  generate a dataset (synface_proc: train/val/test splits; rerun to resume) or check a folder "
+             "dataset", ("dataset",)),
+    "report": ("usage: bench report [tracking.experiment=<name>] [report.out_dir=<folder>] [tracking.uri=<uri>]\n"
+               "  tables (md, tex, html) and plots from the finished MLflow runs of an experiment", ()),
+    "sweep": ("usage: bench sweep sweep=<search space> [overrides ...]\n"
+              "  Optuna search over the space's params on the val split; rerun to resume, start again elsewhere "
+              "for more workers", ("sweep", "method", "preset")),
+    "train": ("usage: bench train model=<model> [dataset=<name>] [train.iterations=N] [train.out_dir=<folder>] "
+              "[model.<key>=<value> ...]\n  train a model, resumable (rerun the same command), tracked in MLflow, "
+              "exported to train.export with a model card", ("model", "dataset", "device")),
+    "convert": ("usage: bench convert SRC DST.safetensors\n  a rosinality .pt or NVlabs .pkl StyleGAN2 checkpoint to "
+                "safetensors (the architecture goes to DST.json)", ()),
+    "sample": ("usage: bench sample [n=16] [out_dir=<folder>] [truncation=1.0] [gan.checkpoint=<weights>]\n  StyleGAN2 samples and their W "
+               "latents", ()),
+    "invert": ("usage: bench invert input=<image or folder> [out_dir=<folder>] [gan.checkpoint=<weights>]\n  project real images into W (the "
+               "latents GAN2Shape reads)", ()),
+}
+
+
+def command_help(command: str) -> str:
+    """The ``--help`` text of a command other than ``run``."""
+    from benchmark.config import group_options
+
+    usage, groups = HELP[command]
+    lines = [usage] + [f"  {g}: {', '.join(group_options(g))}" for g in groups]
+    return "\n".join(lines) + "\n\nOverrides use Hydra syntax: group=option, key=value, +new_key=value."
+
+
 def _terminate(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -163,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"bench: error: unknown command '{command}'; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    if command in HELP and any(a in {"-h", "--help"} for a in rest):
+        print(command_help(command))
+        return 0
     # SIGTERM (kill, a scheduler's time limit) ends like Ctrl-C: open MLflow runs are marked FAILED, not left RUNNING
     signal.signal(signal.SIGTERM, _terminate)
     try:

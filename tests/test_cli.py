@@ -32,6 +32,15 @@ def test_run_help_shows_groups(workdir):
     assert "ablation: flat_init" in result.stdout and "preset: fast, paper" in result.stdout
 
 
+@pytest.mark.parametrize("command", ["list", "data", "report", "sweep", "train", "convert", "sample", "invert"])
+def test_every_command_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: bench {command}")
+    if command == "train":
+        assert "supervised" in out and "unsup3d_cpu" in out
+
+
 @pytest.mark.parametrize("args, expected", [
     (["run", "method=nope"], "unknown method option 'nope'; valid method options: avg_depth, const_depth"),
     (["run", "dataset=nope"], "unknown dataset option 'nope'"),
