@@ -1,4 +1,11 @@
-"""Tables from logged MLflow runs: one row per method x ablation (latest finished run), ours beside the paper's.
+"""Tables from logged MLflow runs: one row per configuration (latest finished run), ours beside the paper's.
+
+A configuration is the dataset, the method, its ablations and its *variant*: every other override of the run's
+command that can change results (``preset=paper``, ``tuned=...``, ``method.weights=...``, a non-test split, ...),
+so two different configurations never share a row. Overrides that cannot change the scores (tracking, paths,
+devices, batch sizes, progress bars), those shown in their own columns (method, ablation, ``eval.limit``) and the
+dataset's location and generation settings (the table is per dataset; keep differently generated copies under
+different dataset names or stores) are left out.
 
 Writes ``<out_dir>/shape_recon.{md,tex,html}``. Only runs that finished count: a failed or interrupted run never
 reaches a table.
@@ -33,6 +40,12 @@ class Row:
     commit: str
     result_page: str = ""
     params: tuple[tuple[str, str], ...] = ()
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        """The ablation, plus the variant when there is one."""
+        return self.ablation + (f" [{self.variant}]" if self.variant else "")
 
     def param(self, key: str, default: str = "") -> str:
         return dict(self.params).get(key, default)
@@ -45,8 +58,35 @@ def _pm(pair: tuple[float, float] | tuple[None, None], digits: int, sep: str = "
     return f"{mean:.{digits}f}" + ("" if std is None else f"{sep}{std:.{digits}f}")
 
 
+_NEUTRAL = ("tracking.", "paths.", "hydra.", "report.", "device", "eval.batch_size", "eval.num_workers", "eval.limit",
+            "dataset.",
+            "method.progress", "metrics.", "method=", "ablation=", "row=", "experiment=", "dataset=", "-m",
+            "--multirun")
+
+
+def variant_of(command: str, params: dict[str, str]) -> str:
+    """The overrides of a ``bench run`` command that make its configuration differ from the default one.
+
+    >>> variant_of("bench run method=ellipsoid preset=paper tracking.uri=x tuned=ellipsoid_prior", {})
+    'preset=paper tuned=ellipsoid_prior'
+    >>> variant_of("bench run method=avg_depth", {"experiment.split": "val"})
+    'split=val'
+    """
+    import shlex
+
+    try:
+        words = shlex.split(command)[2:]
+    except ValueError:
+        words = command.split()[2:]
+    kept = [w for w in words if not w.startswith(_NEUTRAL) and w not in ("preset=fast",)]
+    split = params.get("experiment.split", "test")
+    if split not in ("test", ""):
+        kept.append(f"split={split}")
+    return " ".join(sorted(kept))
+
+
 def fetch_rows(uri: str | None, experiment: str = "shape_recon") -> list[Row]:
-    """The latest finished run per (dataset, method, ablation) of ``experiment``."""
+    """The latest finished run per configuration (dataset, method, ablation, variant) of ``experiment``."""
     client = tracking.client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -57,16 +97,18 @@ def fetch_rows(uri: str | None, experiment: str = "shape_recon") -> list[Row]:
     rows: dict[tuple[str, str, str], Row] = {}
     for run in runs:
         t, m = run.data.tags, run.data.metrics
-        key = (t.get("dataset", "?"), t.get("method", "?"), t.get("ablation", "none"))
+        variant = variant_of(t.get("command", ""), run.data.params)
+        key = (t.get("dataset", "?"), t.get("method", "?"), t.get("ablation", "none"), variant)
         if key in rows or "side_mean" not in m:
             continue
-        rows[key] = Row(*key, n_images=int(m.get("n_images", 0)), side=(m["side_mean"], m["side_std"]),
+        rows[key] = Row(*key[:3], variant=variant, n_images=int(m.get("n_images", 0)), side=(m["side_mean"], m["side_std"]),
                         mad=(m["mad_mean"], m["mad_std"]), mad_exact=(m["mad_exact_mean"], m["mad_exact_std"]),
                         run_id=run.info.run_id, command=t.get("command", ""), device=t.get("device_name", ""),
                         commit=t.get("git_commit", ""), result_page=t.get("result_page", ""),
                         params=tuple(sorted(run.data.params.items())))
     order = {name: i for i, name in enumerate(METHOD_ORDER)}
-    return sorted(rows.values(), key=lambda r: (r.dataset, order.get(r.method, len(order)), r.method, r.ablation))
+    return sorted(rows.values(), key=lambda r: (r.dataset, order.get(r.method, len(order)), r.method, r.ablation,
+                                                r.variant))
 
 
 HEADER = ("Method", "Ablation", "N", "SIDE (×10⁻²)", "MAD (°)", "MAD exact (°)", "Paper SIDE (BFM)",
@@ -75,7 +117,7 @@ HEADER = ("Method", "Ablation", "N", "SIDE (×10⁻²)", "MAD (°)", "MAD exact 
 
 def _cells(row: Row) -> list[str]:
     paper = BFM_TABLE.get((row.method, row.ablation))
-    return [row.method, row.ablation, str(row.n_images), _pm(row.side, 3), _pm(row.mad, 2), _pm(row.mad_exact, 2),
+    return [row.method, row.label, str(row.n_images), _pm(row.side, 3), _pm(row.mad, 2), _pm(row.mad_exact, 2),
             _pm((paper.side, paper.side_std), 3) if paper else "–", _pm((paper.mad, paper.mad_std), 2) if paper
             else "–", row.run_id[:8]]
 
@@ -97,7 +139,7 @@ def to_markdown(rows: list[Row]) -> str:
     pages = [r for r in rows if r.result_page]
     if pages:
         out += ["", "Result pages (3D viewer, sweeps, meshes; open in a browser):", ""]
-        out += [f"- `{r.run_id[:8]}` {r.method} ({r.ablation}): {r.result_page}" for r in pages]
+        out += [f"- `{r.run_id[:8]}` {r.method} ({r.label}): {r.result_page}" for r in pages]
     return "\n".join(out) + "\n"
 
 

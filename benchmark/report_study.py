@@ -51,9 +51,20 @@ def _table(header: tuple[str, ...], lines: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(c) + " |" for c in lines]
 
 
+def _largest(rows: list[Row]) -> dict[tuple[str, str], Row]:
+    """One row per (method, ablation) for the paper-layout tables: of several variants, the one scored on the most
+    images (the first listed on a tie; the full table keeps every variant)."""
+    out: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        key = (r.method, r.ablation)
+        if key not in out or r.n_images > out[key].n_images:
+            out[key] = r
+    return out
+
+
 def bfm_table(rows: list[Row]) -> str | None:
     """The BFM-table layout: one line per (method, ablation) of :data:`BFM_ROWS` that was run."""
-    by_key = {(r.method, r.ablation): r for r in rows}
+    by_key = _largest(rows)
     picked = [by_key[k] for k in BFM_ROWS if k in by_key]
     if not picked:
         return None
@@ -74,7 +85,7 @@ def bfm_table(rows: list[Row]) -> str | None:
 
 def shape_init_table(rows: list[Row]) -> str | None:
     """The shape-initialisation layout: each initial shape alone (``ellipsoid`` method) and GAN2Shape from it."""
-    by_key = {(r.method, r.ablation): r for r in rows}
+    by_key = _largest(rows)
     inits = [a for a in INIT_ABLATIONS if ("gan2shape", a) in by_key or ("ellipsoid", a) in by_key]
     if not any(("gan2shape", a) in by_key for a in inits if a != "none"):
         return None

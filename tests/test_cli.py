@@ -98,3 +98,12 @@ def test_baselines_multirun_report_and_paper_ordering(workdir, tiny_synface, cap
     assert mad["const_depth"] > mad["ellipsoid"]
     assert "2.723 ± 0.371" in rows["const_depth"][7]  # the paper's figure beside ours
     assert rows["const_depth"][3].strip() == "30"
+    # another configuration of a method gets its own row instead of replacing the default one
+    result = bench("run", "method=ellipsoid", "method.shape_prior.scale=1.2", "eval.limit=4", f"tracking.uri={uri}",
+                   *tiny_overrides(tiny_synface), cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bench run ellipsoid" in result.stdout and "MLflow run" in result.stdout
+    assert main(["report", f"tracking.uri={uri}", f"report.out_dir={workdir / 'reports'}"]) == 0
+    lines = [ln for ln in (workdir / "reports" / "shape_recon.md").read_text().splitlines()
+             if ln.startswith("| ellipsoid")]
+    assert len(lines) == 2 and sum("method.shape_prior.scale=1.2" in ln for ln in lines) == 1
