@@ -161,11 +161,31 @@ class RunContext:
         return Path(self.cfg.paths.work_dir)
 
 
+def _positive_int(value: Any, key: str, allow_none: bool = False) -> None:
+    """A config value that must be an integer >= 1 (or null); one-line BenchError otherwise."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        hint = "null (all) or " if allow_none else ""
+        raise BenchError(f"{key} must be {hint}an integer >= 1, got {value!r}; e.g. {key}=8")
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """Types and ranges of the harness's own settings (``eval.*``, ``seed``)."""
+    _positive_int(cfg.eval.get("limit"), "eval.limit", allow_none=True)
+    _positive_int(cfg.eval.get("batch_size"), "eval.batch_size")
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BenchError(f"seed must be an integer, got {seed!r}; e.g. seed=0")
+
+
 def preflight(cfg: DictConfig) -> None:
-    """Config checks that need no data: known names, accepted arguments, an available device.
+    """Config checks that need no data: setting types and ranges, known names, accepted arguments, an available
+    device.
 
     Mistakes found here are config errors and never open an MLflow run.
     """
+    check_run_settings(cfg)
     EXPERIMENTS.get(cfg.experiment.name)
     check_args(METHODS, cfg.method.name, method_args(cfg), method_origin(cfg))
     check_args(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.experiment.split), f"dataset={cfg.dataset.name}")

@@ -115,6 +115,8 @@ def _input_images(cfg: DictConfig) -> list[tuple[Path, str]]:
     """(file, output name) pairs: a single image, or every image under a folder (names relative to it)."""
     from benchmark.datasets.folders import IMAGE_SUFFIXES, image_size_of, list_images
 
+    if cfg.input is None or not str(cfg.input).strip():
+        raise BenchError("input is empty; pass an image file or a folder of images: bench invert input=<path>")
     src = Path(str(cfg.input))
     if src.is_dir():
         files = [(p, str(p.relative_to(src).with_suffix(""))) for p in list_images(src, "invert input")]

@@ -52,6 +52,13 @@ def test_every_command_has_help(command, capsys):
     (["data", "dataset=image_folder"], "no value for dataset.root"),
     (["run", "device=cuda"] if not __import__("torch").cuda.is_available() else ["run", "device=nope"], "device"),
     (["frobnicate"], "unknown command 'frobnicate'"),
+    (["run", "eval.limit=abc"], "eval.limit must be null (all) or an integer >= 1, got 'abc'"),
+    (["run", "eval.limit=1.5"], "eval.limit must be"),
+    (["run", "eval.limit=0"], "eval.limit must be"),
+    (["run", "eval.limit=-1"], "eval.limit must be"),
+    (["run", "eval.batch_size=0"], "eval.batch_size must be an integer >= 1"),
+    (["run", "seed=abc"], "seed must be an integer"),
+    (["invert", "input="], "input is empty"),
 ])
 def test_bad_input_is_one_line(args, expected, capsys, workdir):
     assert main(args) == 2
