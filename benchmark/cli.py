@@ -168,10 +168,10 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
               "exported to train.export with a model card", ("model", "dataset", "device")),
     "convert": ("usage: bench convert SRC DST.safetensors\n  a rosinality .pt or NVlabs .pkl StyleGAN2 checkpoint to "
                 "safetensors (the architecture goes to DST.json)", ()),
-    "sample": ("usage: bench sample [n=16] [out_dir=<folder>] [truncation=1.0] [gan.checkpoint=<weights>]\n  StyleGAN2 samples and their W "
-               "latents", ()),
-    "invert": ("usage: bench invert input=<image or folder> [out_dir=<folder>] [gan.checkpoint=<weights>]\n  project real images into W (the "
-               "latents GAN2Shape reads)", ()),
+    "sample": ("usage: bench sample [n=16] [out_dir=<folder>] [truncation=1.0] [gan.checkpoint=<weights>]\n"
+               "  StyleGAN2 samples and their W latents", ()),
+    "invert": ("usage: bench invert input=<image or folder> [out_dir=<folder>] [gan.checkpoint=<weights>]\n"
+               "  project real images into W (the latents GAN2Shape reads)", ()),
 }
 
 

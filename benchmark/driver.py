@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
 from benchmark.errors import BenchError
-from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device, seed_everything
+from benchmark.runner import device_name, open_split, plain, resolve_device, seed_everything
 from methods.base import TrainContext, TrainRecipe, TrainState
 
 __all__ = ["train_with_recipe", "dataset_info"]
@@ -40,12 +40,8 @@ def dataset_info(cfg: DictConfig, split: str, ds: Any) -> dict[str, Any]:
 
 
 def _load_split(cfg: DictConfig, loaded: dict[str, Any]):
-    from benchmark.registry import DATASETS
-
     def load(split: str, limit: int | None = None):
-        ds = create_checked(DATASETS, cfg.dataset.name, dataset_args(cfg, split, limit), f"dataset={cfg.dataset.name}")
-        if len(ds) == 0:
-            raise BenchError(f"dataset {cfg.dataset.name} split {split} is empty; generate it with bench data")
+        ds = open_split(cfg, split, limit)
         loaded.setdefault(split, dataset_info(cfg, split, ds))
         return ds
 

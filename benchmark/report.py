@@ -58,10 +58,10 @@ def _pm(pair: tuple[float, float] | tuple[None, None], digits: int, sep: str = "
     return f"{mean:.{digits}f}" + ("" if std is None else f"{sep}{std:.{digits}f}")
 
 
+# Override prefixes left out of a row's variant: they cannot change the scores, or have a column of their own.
 _NEUTRAL = ("tracking.", "paths.", "hydra.", "report.", "device", "eval.batch_size", "eval.num_workers", "eval.limit",
-            "dataset.",
-            "method.progress", "metrics.", "method=", "ablation=", "row=", "experiment=", "dataset=", "-m",
-            "--multirun")
+            "dataset.", "dataset=", "method.progress", "metrics.", "method=", "ablation=", "row=", "experiment=",
+            "preset=fast", "-m", "--multirun")
 
 
 def variant_of(command: str, params: dict[str, str]) -> str:
@@ -78,7 +78,7 @@ def variant_of(command: str, params: dict[str, str]) -> str:
         words = shlex.split(command)[2:]
     except ValueError:
         words = command.split()[2:]
-    kept = [w for w in words if not w.startswith(_NEUTRAL) and w not in ("preset=fast",)]
+    kept = [w for w in words if not w.startswith(_NEUTRAL)]
     split = params.get("experiment.split", "test")
     if split not in ("test", ""):
         kept.append(f"split={split}")
@@ -94,15 +94,16 @@ def fetch_rows(uri: str | None, experiment: str = "shape_recon") -> list[Row]:
                          "tracking.uri / tracking.experiment)")
     runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=5000)
-    rows: dict[tuple[str, str, str], Row] = {}
+    rows: dict[tuple[str, str, str, str], Row] = {}
     for run in runs:
         t, m = run.data.tags, run.data.metrics
         variant = variant_of(t.get("command", ""), run.data.params)
         key = (t.get("dataset", "?"), t.get("method", "?"), t.get("ablation", "none"), variant)
         if key in rows or "side_mean" not in m:
             continue
-        rows[key] = Row(*key[:3], variant=variant, n_images=int(m.get("n_images", 0)), side=(m["side_mean"], m["side_std"]),
-                        mad=(m["mad_mean"], m["mad_std"]), mad_exact=(m["mad_exact_mean"], m["mad_exact_std"]),
+        rows[key] = Row(*key[:3], variant=variant, n_images=int(m.get("n_images", 0)),
+                        side=(m["side_mean"], m["side_std"]), mad=(m["mad_mean"], m["mad_std"]),
+                        mad_exact=(m["mad_exact_mean"], m["mad_exact_std"]),
                         run_id=run.info.run_id, command=t.get("command", ""), device=t.get("device_name", ""),
                         commit=t.get("git_commit", ""), result_page=t.get("result_page", ""),
                         params=tuple(sorted(run.data.params.items())))

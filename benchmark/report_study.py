@@ -21,8 +21,8 @@ INIT_ABLATIONS = ("none", "flat_init", "sphere_init", "small_ellipsoid", "large_
 INIT_NAMES = {"none": "ellipsoid (default)", "flat_init": "flat plane", "sphere_init": "circular cap",
               "small_ellipsoid": "ellipsoid ×0.75", "large_ellipsoid": "ellipsoid ×1.25",
               "shifted_ellipsoid": "ellipsoid shifted down"}
-BFM_ROWS = (("supervised", "none"), ("const_depth", "none"), ("avg_depth", "none"), ("ellipsoid", "none"), ("unsup3d", "none"),
-            ("unsup3d", "no_symmetry"), ("gan2shape", "none"), ("gan2shape", "symmetry"), ("gan2shape", "no_symmetry"),
+BFM_ROWS = (("supervised", "none"), ("const_depth", "none"), ("avg_depth", "none"), ("ellipsoid", "none"),
+            ("unsup3d", "none"), ("unsup3d", "no_symmetry"), ("gan2shape", "none"), ("gan2shape", "symmetry"), ("gan2shape", "no_symmetry"),
             ("gan2shape", "no_offset_reg"))
 
 

@@ -79,6 +79,14 @@ def create_checked(registry: Registry, name: str, args: dict[str, Any], origin: 
     return registry.create(name, **args)
 
 
+def open_split(cfg: DictConfig, split: str, limit: int | None = None) -> Dataset:
+    """The configured dataset's ``split`` (first ``limit`` images); a one-line error when it is empty."""
+    ds = create_checked(DATASETS, cfg.dataset.name, dataset_args(cfg, split, limit), f"dataset={cfg.dataset.name}")
+    if len(ds) == 0:
+        raise BenchError(f"dataset {cfg.dataset.name} split {split} is empty; generate it with bench data")
+    return ds
+
+
 def ablation_label(cfg: DictConfig) -> str:
     """``none`` or the sorted ablation names joined by ``+``."""
     return "+".join(sorted(cfg.ablations)) or "none"

@@ -2,8 +2,8 @@
 
 ``model.arch`` selects the trainer: a recipe registered in ``TRAINERS`` runs on the single driver
 (:mod:`benchmark.driver`; ``supervised``, ``unsup3d``); the others, not yet moved onto it: ``stylegan2`` (below),
-``view_light_prior`` (:mod:`benchmark.train_unsup3d`), ``gan2shape_pretrain``, ``yaw_regressor``, ``identity`` and ``hologan`` (their
-``benchmark.train_*`` modules).
+``view_light_prior`` (:mod:`benchmark.train_unsup3d`), ``gan2shape_pretrain``, ``yaw_regressor``, ``identity`` and
+``hologan`` (their ``benchmark.train_*`` modules).
 
 ``bench train model=stylegan2_32 dataset=synface_proc train.iterations=6000`` composes ``configs/train.yaml``,
 loads the training split (area-downsampled to the model size, kept in memory as uint8), and trains with
@@ -47,28 +47,19 @@ def model_configs(model: DictConfig) -> tuple[dict, dict]:
 
 def load_images(cfg: DictConfig, size: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Training images (N, 3, size, size) uint8 (area-downsampled when the dataset is larger) and dataset info."""
-    from benchmark.registry import DATASETS
-    from benchmark.runner import create_checked, dataset_args
+    from benchmark.driver import dataset_info
+    from benchmark.runner import open_split
+    from methods.common.data import split_images
 
-    ds = create_checked(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.train.split, cfg.train.limit),
-                        f"dataset={cfg.dataset.name}")
-    if len(ds) == 0:
-        raise BenchError(f"dataset {cfg.dataset.name} split {cfg.train.split} is empty")
-    if hasattr(ds, "array"):  # datasets that store uint8 arrays hand them over at once: (N, S, S, 3)
-        images = torch.from_numpy(np.ascontiguousarray(ds.array("image"))).permute(0, 3, 1, 2)
-    else:
-        images = torch.stack([((ds[i]["image"] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-                              for i in range(len(ds))])
+    ds = open_split(cfg, cfg.train.split, cfg.train.limit)
+    images = split_images(ds, channels_last=True)
     if images.shape[-1] != size or images.shape[-2] != size:
         if images.shape[-1] < size:
             raise BenchError(f"dataset images are {images.shape[-1]}px, smaller than the model size {size}; "
                              f"choose a smaller model or regenerate the dataset")
         chunks = [F.interpolate(c.float(), size=(size, size), mode="area") for c in images.split(1024)]
         images = torch.cat(chunks).round().clamp(0, 255).to(torch.uint8)
-    meta = getattr(ds, "meta", None) or {}
-    info = {"name": cfg.dataset.name, "root": str(cfg.dataset.root), "split": cfg.train.split, "images": len(images),
-            "generation_seed": (meta.get("config") or {}).get("seed"), "generation": meta.get("config")}
-    return images, info
+    return images, dataset_info(cfg, cfg.train.split, ds)
 
 
 def swd_reference(cfg: DictConfig, data: torch.Tensor, size: int) -> tuple[int, torch.Tensor, dict[str, int]]:

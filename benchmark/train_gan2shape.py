@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from benchmark import tracking
-from benchmark.errors import BenchError
-from benchmark.runner import create_checked, dataset_args, device_name, plain, seed_everything
+from benchmark.runner import device_name, open_split, plain, seed_everything
 
 __all__ = ["train_gan2shape_pretrain", "state_digest"]
 
@@ -37,7 +36,6 @@ def state_digest(module: torch.nn.Module) -> str:
 
 
 def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
-    from benchmark.registry import DATASETS
     from methods.base import PrepareContext
     from methods.gan2shape.method import GAN2Shape, save_networks
     from methods.gan2shape.pretrain import JointData, pretrain
@@ -59,10 +57,7 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
         method = GAN2Shape(**{**{k: v for k, v in plain(cfg.model.method).items() if k != "name"}, "progress": False})
         method.prepare(PrepareContext(device=device, seed=int(cfg.seed), work_dir=out_dir,
                                       load_split=lambda s: None, dataset_name=cfg.dataset.name))
-        ds = create_checked(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.train.split, int(cfg.model.images)),
-                            f"dataset={cfg.dataset.name}")
-        if len(ds) == 0:
-            raise BenchError(f"split {cfg.train.split} of {cfg.dataset.name} is empty; generate it with bench data")
+        ds = open_split(cfg, cfg.train.split, int(cfg.model.images))
         batch = {k: ([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
         batch = {k: torch.stack(v) if isinstance(v[0], torch.Tensor) else v for k, v in batch.items()}
         latents = method.latents(batch, [out_dir / "latents" / n for n in batch["name"]])

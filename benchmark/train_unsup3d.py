@@ -15,23 +15,14 @@ from omegaconf import DictConfig
 
 from benchmark import tracking
 from benchmark.errors import BenchError
-from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device
+from benchmark.runner import device_name, open_split, plain, resolve_device
 
 __all__ = ["fit_view_light_prior"]
 
 
-def _split(cfg: DictConfig, split: str, limit: int | None):
-    from benchmark.registry import DATASETS
-
-    ds = create_checked(DATASETS, cfg.dataset.name, dataset_args(cfg, split, limit), f"dataset={cfg.dataset.name}")
-    if len(ds) == 0:
-        raise BenchError(f"dataset {cfg.dataset.name} split {split} is empty")
-    return ds
-
-
 def fit_view_light_prior(cfg: DictConfig, overrides: list[str]) -> int:
     """Write the view and light Gaussians of a trained Unsup3d over ``train.split``; returns 0."""
-    from methods.unsup3d.method import dataset_images
+    from methods.common.data import split_images
     from methods.unsup3d.perceptual import file_sha256
     from methods.unsup3d.prior import fit_gaussian, predict_view_light, write_prior
     from methods.unsup3d.training import load_weights
@@ -40,7 +31,7 @@ def fit_view_light_prior(cfg: DictConfig, overrides: list[str]) -> int:
     if cfg.train.num_threads:
         torch.set_num_threads(int(cfg.train.num_threads))
     net, _ = load_weights(cfg.model.weights, device)
-    images = dataset_images(_split(cfg, cfg.train.split, cfg.train.limit))
+    images = split_images(open_split(cfg, cfg.train.split, cfg.train.limit))
     if len(images) < 2:
         raise BenchError("need at least 2 images to estimate a covariance")
     command = " ".join(["bench train", *map(shlex.quote, overrides)])

@@ -15,6 +15,7 @@ An image whose mask is empty scores NaN; callers count and report those.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from methods.renderer.camera import check_shape, depth_to_normals, intrinsics
 
-__all__ = ["erode_mask", "side", "mad", "shape_metrics", "SIDE_SCALE"]
+__all__ = ["erode_mask", "side", "mad", "shape_metrics", "shape_summary", "SIDE_SCALE"]
 
 SIDE_SCALE = 100.0  # SIDE is reported x10^-2, as in the paper's tables
 
@@ -105,3 +106,18 @@ def nan_summary(values: Tensor) -> tuple[float, float, int]:
     if finite.numel() == 0:
         return math.nan, math.nan, int(values.numel())
     return float(finite.mean()), float(finite.std(unbiased=False)), int(values.numel() - finite.numel())
+
+
+def shape_summary(batches: Iterable[tuple[Tensor, Tensor, Tensor]]) -> dict[str, float]:
+    """``side``, ``mad`` and ``mad_exact`` means and population stds (``*_mean``, ``*_std``, NaN images left out)
+    of :func:`shape_metrics` over batches of ``(pred_depth, gt_depth, pred_valid)``."""
+    scores: dict[str, list[Tensor]] = {"side": [], "mad": [], "mad_exact": []}
+    for pred, gt, valid in batches:
+        metrics = shape_metrics(pred, gt.to(pred), valid)
+        for key in scores:
+            scores[key].append(metrics[key].cpu())
+    summary: dict[str, float] = {}
+    for key, values in scores.items():
+        mean, std, _ = nan_summary(torch.cat(values))
+        summary.update({f"{key}_mean": mean, f"{key}_std": std})
+    return summary

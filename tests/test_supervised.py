@@ -60,7 +60,8 @@ def test_supervised_method_in_the_harness(trained, workdir, tiny_synface):
 
 
 def test_missing_weights_name_the_command(workdir, tiny_synface, tmp_path):
-    cfg = compose(["method=supervised", *tiny_overrides(tiny_synface), f"method.weights={tmp_path / 'none.safetensors'}",
+    missing = tmp_path / "none.safetensors"
+    cfg = compose(["method=supervised", *tiny_overrides(tiny_synface), f"method.weights={missing}",
                    "eval.limit=2", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", "device=cpu"])
     with pytest.raises(BenchError, match="bench train model=supervised"):
         run(cfg)

@@ -130,8 +130,8 @@ def test_meta_contents(tiny):
     root, meta = tiny
     on_disk = json.loads((root / "meta.json").read_text())
     assert on_disk["format_version"] == FORMAT_VERSION and on_disk["complete"]
-    assert on_disk["config"] == {"train_size": 12, "val_size": 6, "test_size": 8, "head_scale": 1.0, "image_size": 32, "seed": 3, "shard_size": 8,
-                                 "images_per_identity": 3, "asymmetry": 0.05}
+    assert on_disk["config"] == {"train_size": 12, "val_size": 6, "test_size": 8, "head_scale": 1.0, "image_size": 32,
+                                 "seed": 3, "shard_size": 8, "images_per_identity": 3, "asymmetry": 0.05}
     assert on_disk["splits"]["train"]["shards"] == 2 and on_disk["splits"]["test"]["size"] == 8
     assert meta["images_per_second"] > 0
 

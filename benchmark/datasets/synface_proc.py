@@ -310,7 +310,8 @@ def _render_to_file(args) -> int:
 
 def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int = 1000, image_size: int = 64,
              seed: int = 0, shard_size: int = 1000, images_per_identity: int = 10, asymmetry: float = 0.05,
-             val_size: int = DEFAULT_VAL_SIZE, head_scale: float = 1.0, progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+             val_size: int = DEFAULT_VAL_SIZE, head_scale: float = 1.0, progress: bool = True,
+             workers: int | None = None) -> dict[str, Any]:
     """Generate (or finish generating) the dataset under ``root``; returns the contents of ``meta.json``.
 
     Complete shards already present are kept, so an interrupted run resumes and gives identical data. A

@@ -13,20 +13,21 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from benchmark.errors import BenchError
 from benchmark.registry import TRAINERS
 from methods.base import TrainContext, TrainRecipe, TrainState
+from methods.common.data import split_images_depths
 from methods.common.weights import atomic_torch_save, load_weights, save_weights
 from methods.unsup3d.training import as_float_images, batch_indices
-from metrics.shape import nan_summary, shape_metrics
+from metrics.shape import shape_summary
 
 from .model import SupervisedConfig, SupervisedDepthNet
 
 __all__ = ["FORMAT", "SupervisedTrainConfig", "SupervisedState", "SupervisedRecipe", "load_supervised",
-           "supervised_loss", "split_images_depths"]
+           "supervised_loss"]
 
 FORMAT = "gan2shape-bench.supervised"
 FORMAT_VERSION = 1
@@ -55,8 +56,6 @@ def split_settings(values: dict[str, Any]) -> tuple[SupervisedConfig, Supervised
     train_keys = {f.name for f in fields(SupervisedTrainConfig)}
     unknown = sorted(set(values) - model_keys - train_keys - set(_META_KEYS))
     if unknown:
-        from benchmark.errors import BenchError
-
         raise BenchError(f"unknown supervised settings {unknown}; valid: "
                          f"{sorted(model_keys | train_keys | set(_META_KEYS))}")
     return (SupervisedConfig(**{k: v for k, v in values.items() if k in model_keys}),
@@ -70,20 +69,6 @@ def supervised_loss(pred: Tensor, gt: Tensor) -> Tensor:
     0.0
     """
     return (pred.log() - gt.log()).abs().mean()
-
-
-def split_images_depths(ds, limit: int | None = None) -> tuple[Tensor, Tensor]:
-    """Images ``(N, 3, S, S)`` uint8 and depths ``(N, S, S)`` float32 of a dataset split with ground truth."""
-    from methods.unsup3d.method import dataset_images
-
-    if not getattr(ds, "has_depth", False):
-        from benchmark.errors import BenchError
-
-        raise BenchError("the supervised model needs a dataset split with ground-truth depth")
-    images = dataset_images(ds)
-    depths = (torch.from_numpy(np.ascontiguousarray(ds.depth_array())) if hasattr(ds, "depth_array")
-              else torch.stack([ds[i]["depth"] for i in range(len(ds))]))
-    return images[:limit], depths[:limit]
 
 
 @dataclass
@@ -101,13 +86,13 @@ class SupervisedRecipe(TrainRecipe):
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
         self.model_cfg, self.cfg = split_settings(ctx.settings)
-        self.images, self.depths = split_images_depths(ctx.load_split(ctx.train_split, ctx.train_limit))
+        self.images, self.depths = split_images_depths(ctx.load_split(ctx.train_split, ctx.train_limit),
+                                                       f"training split {ctx.train_split} of {ctx.dataset_name}")
         val_split = ctx.settings.get("val_split", "val")
         self.val_images, self.val_depths = split_images_depths(
-            ctx.load_split(val_split, int(ctx.settings.get("val_images", 256))))
+            ctx.load_split(val_split, int(ctx.settings.get("val_images", 256))),
+            f"validation split {val_split} of {ctx.dataset_name}")
         if self.images.shape[-1] != self.model_cfg.image_size:
-            from benchmark.errors import BenchError
-
             raise BenchError(f"dataset images are {self.images.shape[-1]}px but model.image_size is "
                              f"{self.model_cfg.image_size}")
 
@@ -178,24 +163,15 @@ def evaluate_depth(net: SupervisedDepthNet, images: Tensor, depths: Tensor, batc
     was = net.training
     net.eval()
     device = next(net.parameters()).device
-    scores: dict[str, list[Tensor]] = {"side": [], "mad": [], "mad_exact": []}
-    for i in range(0, images.shape[0], batch_size):
-        pred = net(as_float_images(images[i:i + batch_size]).to(device))
-        m = shape_metrics(pred, depths[i:i + batch_size].to(pred), torch.ones_like(pred))
-        for key in scores:
-            scores[key].append(m[key].cpu())
+    batches = ((net(as_float_images(images[i:i + batch_size]).to(device)), depths[i:i + batch_size])
+               for i in range(0, images.shape[0], batch_size))
+    summary = shape_summary((pred, gt, torch.ones_like(pred)) for pred, gt in batches)
     net.train(was)
-    out: dict[str, float] = {}
-    for key, values in scores.items():
-        mean, std, _ = nan_summary(torch.cat(values))
-        out.update({f"{key}_mean": mean, f"{key}_std": std})
-    return out
+    return summary
 
 
 def load_supervised(path: str | Path, device: torch.device | str = "cpu") -> tuple[SupervisedDepthNet, dict]:
     """Shipped weights and card -> the network (eval mode) and the card."""
-    from benchmark.errors import BenchError
-
     tensors, meta = load_weights(path, FORMAT, "train them with `bench train model=supervised` or set "
                                               "method.weights=<file>")
     try:

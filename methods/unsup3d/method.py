@@ -17,27 +17,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
 from benchmark.errors import BenchError
 from benchmark.registry import METHODS
 from methods.base import PrepareContext, Reconstruction, ShapeMethod
+from methods.common.data import split_images
 
 from . import training
 from .model import Unsup3dNet
 from .perceptual import build_features
 
-__all__ = ["Unsup3d", "dataset_images"]
-
-
-def dataset_images(ds) -> Tensor:
-    """All images of a dataset split as ``(N, 3, S, S)`` uint8 (at once when the dataset stores arrays)."""
-    if hasattr(ds, "array"):
-        return torch.from_numpy(np.ascontiguousarray(ds.array("image"))).permute(0, 3, 1, 2).contiguous()
-    return torch.stack([((ds[i]["image"] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-                        for i in range(len(ds))])
+__all__ = ["Unsup3d"]
 
 
 @METHODS.register("unsup3d")
@@ -87,7 +78,7 @@ class Unsup3d(ShapeMethod):
             return training.load_weights(export, ctx.device)
         model_cfg, train_cfg, perc = training.split_settings(settings)
         features = build_features(perc["perceptual"], perc["perceptual_weights"], model_cfg.image_size, ctx.device)
-        data = dataset_images(ctx.load_split(self.train_split))
+        data = split_images(ctx.load_split(self.train_split))
         ckpt = folder / "checkpoint.pt"
         if ckpt.is_file():
             state = training.load_checkpoint(ckpt, ctx.device, train_cfg)

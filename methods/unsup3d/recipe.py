@@ -17,9 +17,9 @@ import torch
 from benchmark.errors import BenchError
 from benchmark.registry import TRAINERS
 from methods.base import TrainContext, TrainRecipe
+from methods.common.data import split_images, split_images_depths
 
 from . import training
-from .method import dataset_images
 from .perceptual import build_features, file_sha256
 
 __all__ = ["Unsup3dRecipe", "sample_grid"]
@@ -53,20 +53,14 @@ class Unsup3dRecipe(TrainRecipe):
         super().__init__(ctx)
         self.model_cfg, self.train_cfg, perc = training.split_settings(ctx.settings)
         size = self.model_cfg.image_size
-        train = ctx.load_split(ctx.train_split, ctx.train_limit)
-        # The (N, S, S, 3) array viewed as NCHW, i.e. channels-last memory, as this model has always been trained:
-        # batches keep that layout, which selects the convolution kernels and so the bits of every result.
-        self.data = (torch.from_numpy(np.ascontiguousarray(train.array("image"))).permute(0, 3, 1, 2)
-                     if hasattr(train, "array") else dataset_images(train))
+        # channels-last view: how this model has always been trained (the bits of every result depend on it)
+        self.data = split_images(ctx.load_split(ctx.train_split, ctx.train_limit), channels_last=True)
         if self.data.shape[-1] != size:
             raise BenchError(f"dataset images are {self.data.shape[-1]}px but the model is {size}px")
         self.val_split = ctx.settings.get("val_split", "val")
-        val = ctx.load_split(self.val_split, int(ctx.settings.get("val_images", 256)))
-        if not getattr(val, "has_depth", False):
-            raise BenchError(f"validation split {self.val_split} of {ctx.dataset_name} has no ground-truth depth")
-        self.val_images = dataset_images(val)
-        self.val_depths = (torch.from_numpy(val.depth_array()) if hasattr(val, "depth_array")
-                           else torch.stack([val[i]["depth"] for i in range(len(val))]))
+        self.val_images, self.val_depths = split_images_depths(
+            ctx.load_split(self.val_split, int(ctx.settings.get("val_images", 256))),
+            f"validation split {self.val_split} of {ctx.dataset_name}")
         if self.val_images.shape[-1] != size:
             raise BenchError(f"validation images are {self.val_images.shape[-1]}px but the model is {size}px")
         self.features = build_features(perc["perceptual"], perc["perceptual_weights"], size, ctx.device)

@@ -26,7 +26,7 @@ from torch import Tensor
 from benchmark.errors import BenchError
 from methods.common import weights as weights_io
 from methods.common.weights import atomic_torch_save
-from metrics.shape import nan_summary, shape_metrics
+from metrics.shape import shape_summary
 
 from .losses import unsup3d_loss
 from .model import Unsup3dConfig, Unsup3dNet, Unsup3dOutput
@@ -250,16 +250,8 @@ def evaluate_shape(net: Unsup3dNet, images: Tensor, depths: Tensor, batch_size: 
 
     Uses the plain (not mirrored) render and its validity mask, as the benchmark's ``shape_recon`` does.
     """
-    scores: dict[str, list[Tensor]] = {"side": [], "mad": [], "mad_exact": []}
-    for start, out in zip(range(0, images.shape[0], batch_size), iter_predict(net, images, batch_size)):
-        b = out.batch
-        gt = depths[start : start + b].to(out.recon_depth)
-        metrics = shape_metrics(out.recon_depth[:b], gt, out.valid[:b, 0])
-        for key in scores:
-            scores[key].append(metrics[key].cpu())
-    summary: dict[str, float] = {}
-    for key, values in scores.items():
-        mean, std, nans = nan_summary(torch.cat(values))
-        summary.update({f"{key}_mean": mean, f"{key}_std": std})
+    starts = range(0, images.shape[0], batch_size)
+    summary = shape_summary((out.recon_depth[:out.batch], depths[start : start + out.batch], out.valid[:out.batch, 0])
+                            for start, out in zip(starts, iter_predict(net, images, batch_size)))
     summary["n_images"] = float(images.shape[0])
     return summary
