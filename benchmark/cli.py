@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Callable
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 USAGE = """usage: bench <command> [overrides ...]
 
@@ -72,7 +72,7 @@ def cmd_run(args: list[str]) -> int:
 
 def cmd_list(args: list[str]) -> int:
     from benchmark.config import config_groups, group_options
-    from benchmark.registry import DATASETS, EXPERIMENTS, MASKS, METHODS
+    from core.registry import DATASETS, EXPERIMENTS, MASKS, METHODS
 
     for registry in (METHODS, DATASETS, EXPERIMENTS, MASKS):
         print(f"{registry.kind}s: {', '.join(registry.names())}")
@@ -86,7 +86,7 @@ def cmd_data(args: list[str]) -> int:
 
     from benchmark import tracking
     from benchmark.config import compose
-    from benchmark.registry import DATASETS
+    from core.registry import DATASETS
     from benchmark.runner import plain
 
     cfg = compose(args)
@@ -100,11 +100,11 @@ def cmd_data(args: list[str]) -> int:
 
 
 def cmd_report(args: list[str]) -> int:
-    from benchmark import report
     from benchmark.config import compose
+    from benchmark.report_study import build
 
     cfg = compose(args)
-    written = report.build(cfg)
+    written = build(cfg)
     for path in written:
         print(f"wrote {path}")
     return 0

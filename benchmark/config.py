@@ -9,7 +9,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 ROOT_CONFIG = "run"
@@ -82,13 +82,3 @@ def validate_overrides(overrides: list[str]) -> list[DictConfig]:
     first = [c[0] for c in choices]
     combos = dict.fromkeys(tuple(first[:i] + [o] + first[i + 1:]) for i, opts in enumerate(choices) for o in opts)
     return [compose(combo) for combo in combos or [()]]
-
-
-def asset_path(path: str | Path) -> Path:
-    """A shipped-asset path from a config (e.g. ``weights/...``): as given when it exists (relative to the launch
-    directory), else relative to the repository, so `bench` works from any directory; unchanged if neither exists."""
-    path = Path(path)
-    if path.exists() or path.is_absolute():
-        return path
-    shipped = CONFIG_DIR.parent / path
-    return shipped if shipped.exists() else path

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import device_name, open_split, plain, resolve_device, seed_everything
 from methods.base import TrainContext, TrainRecipe, TrainState
 

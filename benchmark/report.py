@@ -16,10 +16,9 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from benchmark import tracking
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.paper import BFM_TABLE
 
 METHOD_ORDER = ("supervised", "const_depth", "avg_depth", "ellipsoid", "unsup3d", "gan2shape")
@@ -171,45 +170,3 @@ def to_html(rows: list[Row]) -> str:
         out.append("</table>")
     out += [f"<p>{html.escape(NOTES)}</p></body></html>"]
     return "\n".join(out)
-
-
-def _write(out_dir: Path, files: dict[str, str | bytes]) -> list[Path]:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for name, content in files.items():
-            path = out_dir / name
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8")
-            paths.append(path)
-    except OSError as err:
-        raise BenchError(f"cannot write the report to {out_dir}: {err.strerror}; pass report.out_dir=<writable dir>")
-    return paths
-
-
-def build(cfg) -> list[Path]:
-    """Write the report for the runs in ``cfg.tracking.uri`` to ``cfg.report.out_dir``: the shape-reconstruction
-    tables of MLflow experiment ``cfg.tracking.experiment`` (all rows; the BFM-style and shape-initialisation
-    layouts and the per-image SIDE plot when it holds ablation-study rows) and the identity table and curves of
-    ``cfg.report.rotation_experiment``. Either may be absent, not both."""
-    from benchmark import report_study
-
-    out_dir = Path(cfg.report.out_dir)
-    files: dict[str, str | bytes] = {}
-    try:
-        rows = fetch_rows(cfg.tracking.uri, cfg.tracking.experiment)
-    except BenchError:
-        rows = []
-    if rows:
-        files.update({"shape_recon.md": to_markdown(rows), "shape_recon.tex": to_latex(rows),
-                      "shape_recon.html": to_html(rows)})
-        files.update(report_study.shape_tables(cfg, rows))
-    rotation = report_study.identity_rows(cfg.tracking.uri, cfg.report.rotation_experiment)
-    if rotation:
-        files.update(report_study.identity_tables(cfg, rotation))
-    if not files:
-        raise BenchError(f"no finished runs to report in MLflow experiments '{cfg.tracking.experiment}' or "
-                         f"'{cfg.report.rotation_experiment}'; run `bench run` first (or set tracking.experiment)")
-    return _write(out_dir, files)

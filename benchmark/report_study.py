@@ -1,5 +1,6 @@
-"""The paper's tables in its own layouts, from logged runs: the BFM table (method, symmetry, SIDE, MAD), the
-shape-initialisation table, the face-rotation identity table, and the plots a reader would rather look at.
+"""The whole report (:func:`build`, behind `bench report`) and the paper's tables in its own layouts, from logged
+runs: the BFM table (method, symmetry, SIDE, MAD), the shape-initialisation table, the face-rotation identity
+table, and the plots a reader would rather look at. :mod:`benchmark.report` makes the plain table of all rows.
 
 Every table names the runs (id, command, device, commit) it was made from; paper columns come from
 :mod:`benchmark.paper` and read "–" where a figure was not published or not transcribed.
@@ -12,18 +13,20 @@ import io
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from benchmark import plots, tracking
+from benchmark import plots, report, tracking
 from benchmark.paper import BFM_TABLE
 from benchmark.report import Row, _pm
+from core.errors import BenchError
 
 INIT_ABLATIONS = ("none", "flat_init", "sphere_init", "small_ellipsoid", "large_ellipsoid", "shifted_ellipsoid")
 INIT_NAMES = {"none": "ellipsoid (default)", "flat_init": "flat plane", "sphere_init": "circular cap",
               "small_ellipsoid": "ellipsoid ×0.75", "large_ellipsoid": "ellipsoid ×1.25",
               "shifted_ellipsoid": "ellipsoid shifted down"}
 BFM_ROWS = (("supervised", "none"), ("const_depth", "none"), ("avg_depth", "none"), ("ellipsoid", "none"),
-            ("unsup3d", "none"), ("unsup3d", "no_symmetry"), ("gan2shape", "none"), ("gan2shape", "symmetry"), ("gan2shape", "no_symmetry"),
-            ("gan2shape", "no_offset_reg"))
+            ("unsup3d", "none"), ("unsup3d", "no_symmetry"), ("gan2shape", "none"), ("gan2shape", "symmetry"),
+            ("gan2shape", "no_symmetry"), ("gan2shape", "no_offset_reg"))
 
 
 def symmetry(row: Row) -> str:
@@ -220,3 +223,43 @@ def _png(image) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _write(out_dir: Path, files: dict[str, str | bytes]) -> list[Path]:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, content in files.items():
+            path = out_dir / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+            paths.append(path)
+    except OSError as err:
+        raise BenchError(f"cannot write the report to {out_dir}: {err.strerror}; pass report.out_dir=<writable dir>")
+    return paths
+
+
+def build(cfg) -> list[Path]:
+    """Write the report for the runs in ``cfg.tracking.uri`` to ``cfg.report.out_dir``: the shape-reconstruction
+    tables of MLflow experiment ``cfg.tracking.experiment`` (all rows; the BFM-style and shape-initialisation
+    layouts and the per-image SIDE plot when it holds ablation-study rows) and the identity table and curves of
+    ``cfg.report.rotation_experiment``. Either may be absent, not both."""
+    out_dir = Path(cfg.report.out_dir)
+    files: dict[str, str | bytes] = {}
+    try:
+        rows = report.fetch_rows(cfg.tracking.uri, cfg.tracking.experiment)
+    except BenchError:
+        rows = []
+    if rows:
+        files.update({"shape_recon.md": report.to_markdown(rows), "shape_recon.tex": report.to_latex(rows),
+                      "shape_recon.html": report.to_html(rows)})
+        files.update(shape_tables(cfg, rows))
+    rotation = identity_rows(cfg.tracking.uri, cfg.report.rotation_experiment)
+    if rotation:
+        files.update(identity_tables(cfg, rotation))
+    if not files:
+        raise BenchError(f"no finished runs to report in MLflow experiments '{cfg.tracking.experiment}' or "
+                         f"'{cfg.report.rotation_experiment}'; run `bench run` first (or set tracking.experiment)")
+    return _write(out_dir, files)

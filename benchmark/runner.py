@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from benchmark import tracking
-from benchmark.errors import BenchError
-from benchmark.registry import DATASETS, EXPERIMENTS, METHODS, Registry
+from core.errors import BenchError
+from core.registry import DATASETS, EXPERIMENTS, METHODS, Registry
 
 
 def seed_everything(seed: int) -> None:

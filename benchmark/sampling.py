@@ -18,33 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from benchmark.config import compose
-from benchmark.errors import BenchError
+from core.errors import BenchError
+from methods.stylegan2.checkpoints import load_gan
 
-__all__ = ["load_gan", "save_latent", "sample_command", "invert_command"]
-
-CHECKPOINT_HELP = ("Fix: train one with `bench train model=stylegan2_32 dataset=synface_proc`, convert a "
-                   "rosinality .pt or NVlabs .pkl with `bench convert SRC DST.safetensors`, or point "
-                   "gan.checkpoint=<path> at one.")
-
-
-def load_gan(path: str, device: torch.device, with_discriminator: bool = False):
-    """(Generator, Discriminator or None) from a checkpoint, frozen and in eval mode on ``device``."""
-    from methods.stylegan2.checkpoints import read_checkpoint
-    from methods.stylegan2.model import Discriminator, Generator
-
-    if not Path(path).is_file():
-        raise BenchError(f"StyleGAN2 checkpoint not found: {path}. {CHECKPOINT_HELP}")
-    ckpt = read_checkpoint(path)  # shapes are checked against the architecture here
-
-    def build(cls, config, sd):
-        net = cls(**config)
-        net.load_state_dict({k: v.detach().float() for k, v in sd.items()}, strict=True)
-        return net.to(device).eval().requires_grad_(False)
-
-    G = build(Generator, ckpt.g_config, ckpt.g_ema)
-    D = build(Discriminator, ckpt.d_config, ckpt.d) if with_discriminator and ckpt.d is not None else None
-    return G, D
-
+__all__ = ["save_latent", "sample_command", "invert_command"]
 
 def save_latent(path: Path, w: torch.Tensor, noises: list[torch.Tensor] | None = None) -> None:
     """Write a GAN2Shape latent file: ``{"latent": (1, D) W}`` (plus ``"noise"``: per-layer maps, if given)."""
@@ -77,7 +54,7 @@ def _positive(cfg: DictConfig, *keys: str) -> None:
 # ------------------------------------------------------------------------------------------------ bench sample
 def sample_command(overrides: list[str]) -> int:
     """``bench sample [n=16] [truncation=1.0] [out_dir=...]``: sample_XXXX.png + sample_XXXX.pt + grid.png."""
-    from benchmark.visualize import grid, image_to_uint8
+    from core.images import grid, image_to_uint8
 
     cfg = compose(overrides, config_name="sample")
     _positive(cfg, "n", "batch_size")
@@ -142,7 +119,7 @@ def invert_command(overrides: list[str]) -> int:
     from benchmark import tracking
     from benchmark.datasets.folders import read_image
     from benchmark.runner import device_name, plain
-    from benchmark.visualize import grid, image_to_uint8
+    from core.images import grid, image_to_uint8
     from methods.stylegan2.inversion import project
 
     cfg = compose(overrides, config_name="invert")

@@ -28,7 +28,6 @@ When the study has its trials, the best parameters are written as ``configs/tune
 from __future__ import annotations
 
 import shlex
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
 from benchmark.config import CONFIG_DIR, compose, config_groups
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import plain, preflight
 
 PARENT_TAG = "sweep.parent"

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -40,7 +40,7 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
     from methods.gan2shape.method import GAN2Shape, save_networks
     from methods.gan2shape.pretrain import JointData, pretrain
     from methods.gan2shape.steps import gan_images
-    from methods.gan2shape.trainer import StageCheckpoint
+    from methods.gan2shape.fitting import StageCheckpoint
     from methods.common.shape_prior import shape_prior_depth
 
     from benchmark.runner import init_distributed

@@ -20,9 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import device_name, plain, resolve_device, seed_everything
-from benchmark.train import image_grid, load_images, swd_reference
+from benchmark.train_stylegan2 import image_grid, load_images, swd_reference
 
 __all__ = ["train_hologan", "pose_grid", "generate_eval"]
 

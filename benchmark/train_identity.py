@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device, seed_everything
 from metrics.identity import best_threshold_accuracy, load_identity_model, roc_auc
 from metrics.identity_net import EmbeddingNet, arcface_loss, export_onnx, normalise_uint8
@@ -37,7 +37,7 @@ def load_labelled(cfg: DictConfig, split: str, limit: int | None, size: int) -> 
                                                                                      torch.Tensor, dict[str, Any]]:
     """Images ``(N, 3, size, size)`` uint8 (area-resized if needed), identities ``(N,)`` int64, views ``(N, 3)``
     (yaw, pitch, roll degrees) and dataset info of one split."""
-    from benchmark.registry import DATASETS
+    from core.registry import DATASETS
 
     ds = create_checked(DATASETS, cfg.dataset.name, dataset_args(cfg, split, limit), f"dataset={cfg.dataset.name}")
     if len(ds) == 0:

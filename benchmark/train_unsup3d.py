@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from benchmark import tracking
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import device_name, open_split, plain, resolve_device
 
 __all__ = ["fit_view_light_prior"]

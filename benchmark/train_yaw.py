@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device, seed_everything
 from methods.common.yaw import YawRegressor, save_yaw_regressor
 
@@ -33,7 +33,7 @@ __all__ = ["train_yaw_regressor", "load_split_views", "augment", "evaluate_mae"]
 def load_split_views(cfg: DictConfig, split: str, limit: int | None,
                      size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Images (N, 3, size, size) uint8 (area-downsampled), views (N, 3) degrees and the generation seed of a split."""
-    from benchmark.registry import DATASETS
+    from core.registry import DATASETS
 
     ds = create_checked(DATASETS, cfg.dataset.name, dataset_args(cfg, split, limit), f"dataset={cfg.dataset.name}")
     if len(ds) == 0 or not hasattr(ds, "array"):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.config import asset_path
-from benchmark.sampling import load_gan
+from core.paths import asset_path
+from methods.stylegan2.checkpoints import load_gan
 from methods.common.shape_prior import ellipsoid_depth
 from methods.gan2shape.model import STEP_NETS, Geometry, Networks, canonical
 from methods.gan2shape.pseudo import default_view_prior
 from methods.gan2shape.steps import Hyper, gan_images, make_pseudo, step1, step2, step3
-from methods.gan2shape.trainer import Optim
+from methods.gan2shape.fitting import Optim
 from methods.stylegan2.losses import discriminator_feature_loss
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]

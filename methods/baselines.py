@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from benchmark.errors import BenchError
-from benchmark.registry import MASKS, METHODS
+from core.errors import BenchError
+from core.registry import MASKS, METHODS
 from methods.base import PrepareContext, Reconstruction, ShapeMethod
 from methods.common.shape_prior import shape_prior_depth
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 __all__ = ["DEFAULT_WEIGHTS", "IdentityModel", "load_identity_model", "to_bgr_uint8", "cosine_similarity",
            "identity_scores", "identity_summary", "identity_curve", "best_threshold_accuracy", "roc_auc"]
@@ -66,7 +66,7 @@ class IdentityModel:
     """
 
     def __init__(self, path: str | Path | None = None, num_threads: int | None = None):
-        from benchmark.config import asset_path
+        from core.paths import asset_path
 
         self.path = asset_path(path or DEFAULT_WEIGHTS)
         if not self.path.is_file():

@@ -11,8 +11,8 @@ from torch import nn
 
 from benchmark import runner
 from benchmark.config import compose
-from benchmark.errors import BenchError
-from benchmark.registry import METHODS
+from core.errors import BenchError
+from core.registry import METHODS
 from methods.base import Rotation, RotationMethod
 from tests.conftest import tiny_overrides
 

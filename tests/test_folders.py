@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from benchmark.datasets.folders import ImageFolder, SynfaceBFM
-from benchmark.errors import BenchError, DatasetMissingError
+from core.errors import BenchError, DatasetMissingError
 
 
 def write_bfm(root, n=3, size=256, split="test"):

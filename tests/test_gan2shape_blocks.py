@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.gan2shape.latent import latent_offset, project_latent
 from methods.gan2shape.losses import photometric_l1, smoothness, step1_loss, step2_loss
 from methods.gan2shape.pseudo import (

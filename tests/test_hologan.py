@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.base import PrepareContext
 from methods.common.yaw import Calibration
 from methods.hologan import training
@@ -144,7 +144,7 @@ def test_rotate_shapes_and_source_is_canonical(tmp_path: Path):
 
 
 def test_registered_as_rotation_method():
-    from benchmark.registry import METHODS
+    from core.registry import METHODS
     from methods.base import RotationMethod
 
     assert issubclass(METHODS.get("hologan"), RotationMethod)

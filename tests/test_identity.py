@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from metrics.identity import (DEFAULT_WEIGHTS, IdentityModel, identity_curve, identity_scores, identity_summary,
                               load_identity_model)
 from metrics.identity_net import EmbeddingNet, arcface_logits, arcface_loss, export_onnx, normalise_uint8

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from benchmark.errors import BenchError, UnknownNameError
-from benchmark.registry import DATASETS, EXPERIMENTS, MASKS, METHODS, Registry
+from core.errors import BenchError, UnknownNameError
+from core.registry import DATASETS, EXPERIMENTS, MASKS, METHODS, Registry
 from benchmark.runner import create_checked
 
 

@@ -28,7 +28,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from benchmark.result_page import VIEWER_SCRIPT, Image, Model, PageSection, Table, write_result_page
+from core.result_page import VIEWER_SCRIPT, Image, Model, PageSection, Table, write_result_page
 from methods.renderer.camera import intrinsics
 from methods.renderer.mesh import export_mesh
 
@@ -83,7 +83,7 @@ def test_page_references_escaping_and_glb(tmp_path, monkeypatch):
     for ref in files:
         assert "://" not in ref and not ref.startswith("/"), ref
         assert (out_dir / unquote(ref)).is_file(), ref
-    assert (out_dir / VIEWER_SCRIPT).read_bytes() == (Path(__file__).parents[1] / "benchmark" / VIEWER_SCRIPT).read_bytes()
+    assert (out_dir / VIEWER_SCRIPT).read_bytes() == (Path(__file__).parents[1] / "core" / VIEWER_SCRIPT).read_bytes()
     assert (out_dir / "static" / "model-viewer.LICENSE").read_text().lstrip().startswith("Apache License")
 
     assert "<script>alert" not in text and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in text

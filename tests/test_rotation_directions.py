@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.base import PrepareContext
 from methods.common.w_directions import LatentEditor, layer_modulations, scale_to_spread
 from methods.common.yaw import (DEFAULT_WEIGHTS, YawRegressor, calibrate, fit_line, load_yaw_regressor, predict_yaw,

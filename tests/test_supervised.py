@@ -7,7 +7,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.config import compose
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import run
 from tests.conftest import tiny_overrides
 

@@ -12,8 +12,8 @@ import torch
 from benchmark.datasets import sdf_faces
 from benchmark.datasets.sdf_faces import FAR_DEPTH, render_faces, sample_identities, sphere_trace
 from benchmark.datasets.synface_proc import FORMAT_VERSION, SynfaceProc, _open_npz, generate, sample_shard
-from benchmark.errors import BenchError, DatasetMissingError
-from benchmark.registry import DATASETS
+from core.errors import BenchError, DatasetMissingError
+from core.registry import DATASETS
 from methods.renderer.camera import intrinsics
 
 TINY = dict(train_size=12, val_size=6, test_size=8, image_size=32, shard_size=8, images_per_identity=3, progress=False)

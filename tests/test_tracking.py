@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark import runner
 from benchmark.config import compose
-from benchmark.registry import METHODS
+from core.registry import METHODS
 from conftest import REPO, bench, tiny_overrides
 
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from benchmark.cli import main
-from benchmark.registry import TRAINERS
+from core.registry import TRAINERS
 from tests.conftest import tiny_overrides
 
 TINY_SETTINGS = {

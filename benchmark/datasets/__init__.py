@@ -1,4 +1,4 @@
-"""Built-in datasets. Importing this package registers them in ``benchmark.registry.DATASETS``.
+"""Built-in datasets. Importing this package registers them in ``core.registry.DATASETS``.
 
 Every dataset is a ``torch.utils.data.Dataset`` built as ``Cls(root, split, limit, **load_args)`` whose items are
 dicts: ``image`` ``(3, H, W)`` float in [-1, 1], ``index``, ``name``, and when available ``depth`` ``(H, W)``

@@ -9,8 +9,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from benchmark.errors import BenchError, DatasetMissingError
-from benchmark.registry import DATASETS
+from core.errors import BenchError, DatasetMissingError
+from core.registry import DATASETS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 

@@ -64,8 +64,8 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.datasets.sdf_faces import ALB, FAR_DEPTH, N_GEOM, render_faces, sample_identities
-from benchmark.errors import BenchError, DatasetMissingError
-from benchmark.registry import DATASETS
+from core.errors import BenchError, DatasetMissingError
+from core.registry import DATASETS
 
 __all__ = ["FORMAT_VERSION", "SPLITS", "generate", "SynfaceProc", "sample_shard", "render_shard", "method_view",
            "method_light"]

@@ -1,4 +1,4 @@
-"""Built-in experiments. Importing this package registers them in ``benchmark.registry.EXPERIMENTS``.
+"""Built-in experiments. Importing this package registers them in ``core.registry.EXPERIMENTS``.
 
 An experiment is a function ``fn(ctx: RunContext) -> dict[str, float]`` that logs to ``ctx.tracker`` and returns
 its summary metrics.

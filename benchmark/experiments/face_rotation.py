@@ -25,9 +25,9 @@ import time
 import torch
 
 from benchmark import plots
-from benchmark import visualize as vis
-from benchmark.errors import BenchError
-from benchmark.registry import EXPERIMENTS, METHODS
+from core import images as vis
+from core.errors import BenchError
+from core.registry import EXPERIMENTS, METHODS
 from methods.base import PrepareContext, Rotation, RotationMethod
 
 

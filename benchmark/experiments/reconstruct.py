@@ -9,10 +9,12 @@ from __future__ import annotations
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmark import visualize as vis
-from benchmark.errors import BenchError
+from core import images as vis
+
+from methods.renderer.mesh import normals_to_uint8
+from core.errors import BenchError
 from benchmark.experiments.shape_recon import collect_extras, log_extras, report_page, timing_summary, to_device
-from benchmark.registry import EXPERIMENTS
+from core.registry import EXPERIMENTS
 from methods.base import PrepareContext
 
 
@@ -33,7 +35,7 @@ def reconstruct(ctx) -> dict[str, float]:
         count += batch["image"].shape[0]
         for i in range(min(cfg.tracking.samples - len(samples), batch["image"].shape[0])):
             samples.append([vis.image_to_uint8(batch["image"][i]), vis.depth_to_uint8(rec.depth[i]),
-                            vis.normals_to_uint8(rec.depth[i]), vis.mask_to_uint8(rec.valid[i])])
+                            normals_to_uint8(rec.depth[i]), vis.mask_to_uint8(rec.valid[i])])
         collect_extras(rec, state)
     shards = ctx.gather((count, state))  # torchrun: rank 0 logs every rank's outputs
     if not ctx.is_main:

@@ -10,9 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmark import visualize as vis
-from benchmark.errors import BenchError
-from benchmark.registry import EXPERIMENTS
+from core import images as vis
+
+from methods.renderer.mesh import normals_to_uint8
+from core.errors import BenchError
+from core.registry import EXPERIMENTS
 from methods.base import PrepareContext, Reconstruction
 from metrics.shape import nan_summary, shape_metrics
 
@@ -38,8 +40,8 @@ def _sample_rows(batch: dict, rec: Reconstruction, count: int) -> list[list]:
             vis.image_to_uint8(batch["image"][i]),
             vis.depth_to_uint8(batch["depth"][i]),
             vis.depth_to_uint8(rec.depth[i]),
-            vis.normals_to_uint8(batch["depth"][i]),
-            vis.normals_to_uint8(rec.depth[i]),
+            normals_to_uint8(batch["depth"][i]),
+            normals_to_uint8(rec.depth[i]),
             vis.mask_to_uint8(rec.valid[i]),
         ])
     return rows

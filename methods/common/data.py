@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 __all__ = ["split_images", "split_images_depths"]
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.errors import BenchError
-from benchmark.registry import MASKS
+from core.errors import BenchError
+from core.registry import MASKS
 
 
 @MASKS.register("gt")

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from benchmark.config import asset_path
-from benchmark.errors import BenchError
+from core.paths import asset_path
+from core.errors import BenchError
 from methods.base import PrepareContext, Rotation, RotationMethod
 from methods.stylegan2.checkpoints import file_sha256
 from methods.common.yaw import (DEFAULT_WEIGHTS, Calibration, EditFn, calibrate, load_yaw_regressor,

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 __all__ = ["IMAGE_SIZE", "DEFAULT_WEIGHTS", "YawRegressor", "resize_for_regressor", "load_yaw_regressor",
            "save_yaw_regressor", "predict_yaw", "pearson", "yaw_response", "yaw_direction_score", "select_direction",
@@ -120,7 +120,7 @@ def load_yaw_regressor(path: str | Path | None = None, device: str | torch.devic
     """The trained regressor (eval mode, on ``device``) from ``path`` (default: the shipped weights)."""
     from safetensors.torch import load_file
 
-    from benchmark.config import asset_path
+    from core.paths import asset_path
 
     path = asset_path(path or DEFAULT_WEIGHTS)
     side = path.with_suffix(".json")

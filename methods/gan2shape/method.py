@@ -2,7 +2,7 @@
 
 Per image (``method.md`` section 1): invert the image into the GAN's W space when the batch brings no ``latent``;
 start D from the shape prior (ellipsoid pre-fit) or from jointly pre-trained weights; run the stages of
-:func:`.trainer.fit_image`; score the canonical depth warped into the input view by the predicted view; write the
+:func:`.fitting.fit_image`; score the canonical depth warped into the input view by the predicted view; write the
 outputs of :mod:`.outputs`. Everything an image needs is cached in ``<work_dir>/gan2shape/<config key>/<name>/``:
 the latent, the stage checkpoint (a killed run resumes at the next stage) and, once finished, the result (a rerun
 skips the image). Only finished results are returned.
@@ -32,8 +32,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from benchmark.errors import BenchError
-from benchmark.registry import MASKS, METHODS
+from core.errors import BenchError
+from core.registry import MASKS, METHODS
 from methods.base import PrepareContext, Reconstruction, Rotation, RotationMethod, ShapeMethod
 from methods.common.shape_prior import shape_prior_depth
 from methods.renderer.warp import canon_to_view_grid, render_given_view, render_mesh, sample_texture
@@ -43,7 +43,7 @@ from methods.stylegan2.losses import discriminator_feature_loss
 from .model import Geometry, Networks, canonical, render
 from .pseudo import default_view_prior, load_view_light_prior
 from .steps import Hyper, gan_images, project, resize
-from .trainer import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
+from .fitting import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
 
 __all__ = ["GAN2Shape", "load_networks", "save_networks"]
 
@@ -138,15 +138,15 @@ class GAN2Shape(ShapeMethod, RotationMethod):
 
     # ------------------------------------------------------------------------------------------------ prepare
     def prepare(self, ctx: PrepareContext) -> None:
-        from benchmark.config import asset_path
-        from benchmark.sampling import load_gan
+        from core.paths import asset_path
+        from methods.stylegan2.checkpoints import load_gan
 
         self.device, self.seed = ctx.device, ctx.seed
-        self.G, self.D = load_gan(str(asset_path(self.gan_path)), ctx.device, with_discriminator=True)
-        if self.D is None and (self.perceptual == "disc"):
+        self.G, self.discriminator = load_gan(str(asset_path(self.gan_path)), ctx.device, with_discriminator=True)
+        if self.discriminator is None and (self.perceptual == "disc"):
             raise BenchError(f"{self.gan_path} has no discriminator, which perceptual=disc and Step 2 need; use a "
                              "checkpoint with 'd' weights or method.perceptual=none")
-        for net in (self.G, self.D):
+        for net in (self.G, self.discriminator):
             if net is not None:
                 net.eval().requires_grad_(False)
         self.view_prior = (load_view_light_prior(asset_path(self.view_prior_path), 6) if self.view_prior_path
@@ -161,14 +161,14 @@ class GAN2Shape(ShapeMethod, RotationMethod):
             nets.load_state_dict(load_networks(asset_path(self.pretrained), self.image_size, self.G.style_dim))
         self.initial_state = {k: v.clone() for k, v in nets.state_dict().items()}
         self.nets = nets.to(ctx.device)
-        ftr = min(self.ftr_num, len(self.D.convs) - 1) if self.D is not None else 0
-        size = self.D.size if (self.D is not None and self.disc_input == "native") else None
+        ftr = min(self.ftr_num, len(self.discriminator.convs) - 1) if self.discriminator is not None else 0
+        size = self.discriminator.size if (self.discriminator is not None and self.disc_input == "native") else None
 
         def disc_feature(a, b, m=None):
             if size is not None and a.shape[-1] != size:
                 a, b = resize(a, size), resize(b, size)
                 m = None if m is None else resize(m if m.dim() == 4 else m[:, None], size)
-            return discriminator_feature_loss(self.D, a, b, m, ftr)
+            return discriminator_feature_loss(self.discriminator, a, b, m, ftr)
 
         self.disc_feature = disc_feature if ftr else None
         self.perceptual_fn = disc_feature if self.perceptual == "disc" and ftr else None
@@ -188,7 +188,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         if todo:
             images = resize(batch["image"][todo].to(self.device), self.G.size)
             args = {"steps": 300, "optimise_noise": False, "seed": self.seed, **self.inversion}
-            result = invert(self.G, images, D=self.D, **args)
+            result = invert(self.G, images, D=self.discriminator, **args)
             for j, i in enumerate(todo):
                 folders[i].mkdir(parents=True, exist_ok=True)
                 save_file({"w": result.w[j:j + 1].cpu().contiguous()}, str(folders[i] / "latent.safetensors"))

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from benchmark import visualize as vis
+from core import images as vis
 from methods.renderer.mesh import export_mesh
 from methods.renderer.warp import render_given_view, render_mesh, sweep_views
 
@@ -127,7 +127,7 @@ def write_outputs(folder: str | Path, image: Tensor, fwd: PhotoForward, nets: Ne
         export_mesh(folder / f"mesh.{fmt}", fwd.depth[0], r.texture[0].clamp(-1, 1), K)
         meshes[fmt] = f"mesh.{fmt}"
     if html:
-        from benchmark.result_page import Image, Model, PageSection, Table, write_result_page
+        from core.result_page import Image, Model, PageSection, Table, write_result_page
 
         view = fwd.view[0].tolist()
         sections = [

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .model import STEP_NETS, Geometry, Networks
 from .pseudo import GaussianPrior
 from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
-from .trainer import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
+from .fitting import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
 
 __all__ = ["JointData", "StepLoss", "pretrain"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.renderer.camera import check_shape, depth_to_normals
 from methods.renderer.shading import albedo_to_texture
 from methods.renderer.warp import Renderer, render_given_view
@@ -230,7 +230,7 @@ def load_view_light_prior(path: str | Path, dim: int | None = None) -> GaussianP
     """Read a view or light prior ``{'mean': (D,), 'cov': (D, D)}`` from a torch file or a ``.json``.
 
     Torch files (e.g. the released ``view_mvn.pth``) are read with ``weights_only=True``; JSON files hold nested
-    lists. Raises :class:`benchmark.errors.BenchError` naming the file when it is missing or unreadable, lacks the
+    lists. Raises :class:`core.errors.BenchError` naming the file when it is missing or unreadable, lacks the
     keys, has wrong shapes (``dim`` fixes D, e.g. 6 for views, 4 for lights) or a covariance that is not symmetric
     positive definite.
 
@@ -243,7 +243,7 @@ def load_view_light_prior(path: str | Path, dim: int | None = None) -> GaussianP
     >>> load_view_light_prior("/nonexistent/view_mvn.pth")
     Traceback (most recent call last):
     ...
-    benchmark.errors.BenchError: view/light prior file /nonexistent/view_mvn.pth does not exist
+    core.errors.BenchError: view/light prior file /nonexistent/view_mvn.pth does not exist
     """
     path = Path(path)
     if not path.is_file():

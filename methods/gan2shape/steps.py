@@ -5,7 +5,7 @@
   :func:`step2` projects them onto the GAN's image manifold through E and the partial mapping (optimise only E);
 * :func:`step3` refits D, A, V, L to the input image and a batch of projected samples.
 
-Nothing here owns state or optimisers; :mod:`.trainer` runs the schedule.
+Nothing here owns state or optimisers; :mod:`.fitting` runs the schedule.
 """
 
 from __future__ import annotations

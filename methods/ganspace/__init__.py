@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmark.registry import METHODS
+from core.registry import METHODS
 from methods.common.w_directions import LatentEditor, WDirectionRotation
 
 __all__ = ["pca_directions", "GANSpace"]

@@ -17,8 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from benchmark.config import asset_path
-from benchmark.registry import METHODS
+from core.paths import asset_path
+from core.registry import METHODS
 from methods.base import PrepareContext, Rotation, RotationMethod
 from methods.common.yaw import Calibration, calibrate, load_yaw_regressor
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.stylegan2.training import (accumulate, as_float_images, d_logistic_loss, ema_decay,
                                         g_nonsaturating_loss, r1_penalty)
 

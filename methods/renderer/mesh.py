@@ -1,4 +1,5 @@
-"""Export a reconstruction (canonical depth + texture) as a textured mesh through trimesh (OBJ+MTL+PNG, PLY, GLB).
+"""Export a reconstruction (canonical depth + texture) as a textured mesh through trimesh (OBJ+MTL+PNG, PLY, GLB),
+and picture a depth map's normals.
 
 Coordinate convention of exported vertices: the canonical depth is unprojected with ``K`` into camera-frame points
 ``(x, y, z)`` (x right, y down, z forward), then written as ``scale * (x, -y, center_depth - z)`` with ``scale = 100``
@@ -18,23 +19,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .camera import check_shape, depth_to_points
+from core.images import image_to_uint8, normal_map_to_uint8
+
+from .camera import check_shape, depth_to_normals, depth_to_points, intrinsics
 from .raster import grid_faces
 
-__all__ = ["depth_to_mesh", "export_mesh", "to_uint8_image"]
+__all__ = ["depth_to_mesh", "export_mesh", "normals_to_uint8"]
 
 _FORMATS = ("obj", "ply", "glb")
 
 
-def to_uint8_image(image: Tensor) -> np.ndarray:
-    """``(C, H, W)`` tensor in [-1, 1] to an ``(H, W, C)`` uint8 array.
+def normals_to_uint8(depth: Tensor, fov_deg: float = 10.0) -> np.ndarray:
+    """``(H, W)`` depth -> ``(H, W, 3)`` uint8 picture of its normals (x, y, z mapped from [-1, 1] to [0, 255]).
 
-    >>> to_uint8_image(torch.tensor([[[-1.0, 1.0]]])).tolist()
-    [[[0], [255]]]
+    >>> normals_to_uint8(torch.ones(4, 4))[1, 1].tolist()
+    [128, 128, 255]
     """
-    check_shape(image, "C,H,W", "image")
-    scaled = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round()
-    return scaled.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    d = depth.detach().double().cpu()[None]
+    return normal_map_to_uint8(depth_to_normals(d, intrinsics(d.shape[-1], fov_deg, dtype=torch.float64), eps=0.0)[0])
 
 
 def depth_to_mesh(
@@ -69,7 +71,7 @@ def depth_to_mesh(
     uv = torch.stack([cols.flatten() / (w - 1), 1 - rows.flatten() / (h - 1)], dim=1).double()
     white = [255, 255, 255, 255]
     material = trimesh.visual.material.SimpleMaterial(
-        image=Image.fromarray(to_uint8_image(texture)), name=name, ambient=white, diffuse=white
+        image=Image.fromarray(image_to_uint8(texture)), name=name, ambient=white, diffuse=white
     )
     visual = trimesh.visual.TextureVisuals(uv=uv.numpy(), material=material)
     return trimesh.Trimesh(verts.cpu().numpy(), grid_faces(h, w).numpy(), visual=visual, process=False)
@@ -125,12 +127,12 @@ def export_mesh(
     if fmt == "obj":
         mesh.export(path, file_type="obj", mtl_name=f"{path.stem}.mtl")
     elif fmt == "ply":
-        colours = np.concatenate([to_uint8_image(texture).reshape(-1, 3), np.full((mesh.vertices.shape[0], 1), 255)], 1)
+        colours = np.concatenate([image_to_uint8(texture).reshape(-1, 3), np.full((mesh.vertices.shape[0], 1), 255)], 1)
         coloured = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=colours.astype(np.uint8), process=False)
         coloured.export(path, file_type="ply")
     else:
         mesh.export(path, file_type="glb")
     for label, image in (("albedo", albedo), ("normal", normal)):
         if image is not None:
-            Image.fromarray(to_uint8_image(image)).save(path.with_name(f"{path.stem}_{label}.png"))
+            Image.fromarray(image_to_uint8(image)).save(path.with_name(f"{path.stem}_{label}.png"))
     return mesh

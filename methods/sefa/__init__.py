@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from benchmark.registry import METHODS
+from core.registry import METHODS
 from methods.common.w_directions import LatentEditor, WDirectionRotation, layer_modulations
 
 __all__ = ["sefa_directions", "SeFa"]

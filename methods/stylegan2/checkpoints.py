@@ -14,7 +14,7 @@ Formats (``anchors.md`` section E, ``method.md`` section 4):
 
 Architectures of ``.pt``/``.pkl`` files are inferred from the tensor shapes (size, mapping depth and width,
 per-resolution channels, hence the channel multiplier when the widths follow rosinality's table); the networks
-are then loaded with ``strict=True``. Problems a user can fix raise :class:`~benchmark.errors.BenchError`.
+are then loaded with ``strict=True``. Problems a user can fix raise :class:`~core.errors.BenchError`.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 from .model import Discriminator, Generator, stylegan2_channels
 
 __all__ = ["FORMAT", "StyleGAN2Checkpoint", "infer_generator_config", "infer_discriminator_config",
-           "read_checkpoint", "convert_checkpoint", "save_networks", "load_generator", "load_discriminator", "load_latent",
-           "file_sha256"]
+           "read_checkpoint", "convert_checkpoint", "save_networks", "load_gan", "load_generator", "load_discriminator",
+           "load_latent", "file_sha256"]
 
 FORMAT = "gan2shape-bench.stylegan2"
 FORMAT_VERSION = 1
@@ -290,6 +290,22 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     """The EMA generator (``g_ema``) of any supported checkpoint, loaded strictly, in eval mode on ``device``."""
     ckpt = read_checkpoint(path)
     return _build(Generator, ckpt.g_config, ckpt.g_ema, f"{ckpt.source}: g_ema", device)
+
+
+MISSING_GAN_HELP = ("Fix: train one with `bench train model=stylegan2_32 dataset=synface_proc`, convert a "
+                    "rosinality .pt or NVlabs .pkl with `bench convert SRC DST.safetensors`, or point "
+                    "gan.checkpoint=<path> at one.")
+
+
+def load_gan(path: str | Path, device: str | torch.device, with_discriminator: bool = False):
+    """(generator, discriminator or None) of one checkpoint, read once, frozen and in eval mode on ``device``."""
+    if not Path(path).is_file():
+        raise BenchError(f"StyleGAN2 checkpoint not found: {path}. {MISSING_GAN_HELP}")
+    ckpt = read_checkpoint(path)
+    g = _build(Generator, ckpt.g_config, ckpt.g_ema, f"{ckpt.source}: g_ema", device).requires_grad_(False)
+    if not with_discriminator or ckpt.d is None:
+        return g, None
+    return g, _build(Discriminator, ckpt.d_config, ckpt.d, f"{ckpt.source}: d", device).requires_grad_(False)
 
 
 def load_discriminator(path: str | Path, device: str | torch.device = "cpu") -> Discriminator:

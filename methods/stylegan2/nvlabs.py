@@ -12,7 +12,7 @@ it pickles as a call ``torch_utils.persistence._reconstruct_persistent_obj(meta)
 to a plain dict subclass, and allows only tensor and storage rebuilding (storage bytes go through
 ``torch.load(weights_only=True)``), ``collections.OrderedDict``, numeric numpy scalars and torch dtypes. Any other
 global (``os.system``, ``builtins.eval``, a TF-era ``dnnlib.tflib`` network, ...) is refused with a
-:class:`~benchmark.errors.BenchError`.
+:class:`~core.errors.BenchError`.
 
 The converters then rename the tensors to rosinality's layout (facts from the public converters, e.g. dvschultz
 ``export_weights.py``): ``mapping.fcN`` -> ``style.{N+1}``; ``synthesis.b4.const`` -> ``input.input``;
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 __all__ = ["PersistentRecord", "EasyDictRecord", "RestrictedUnpickler", "load_network_pickle",
            "generator_to_rosinality", "discriminator_to_rosinality", "read_nvlabs_pickle"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.errors import BenchError
-from benchmark.registry import METHODS
+from core.errors import BenchError
+from core.registry import METHODS
 from methods.base import PrepareContext, Reconstruction, ShapeMethod
 
 from .model import SupervisedDepthNet
@@ -24,7 +24,7 @@ class Supervised(ShapeMethod):
         self.card: dict = {}
 
     def prepare(self, ctx: PrepareContext) -> None:
-        from benchmark.config import asset_path
+        from core.paths import asset_path
 
         self.net, self.card = load_supervised(asset_path(self.weights), ctx.device)
 

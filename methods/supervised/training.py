@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmark.errors import BenchError
-from benchmark.registry import TRAINERS
+from core.errors import BenchError
+from core.registry import TRAINERS
 from methods.base import TrainContext, TrainRecipe, TrainState
 from methods.common.data import split_images_depths
-from methods.common.weights import atomic_torch_save, load_weights, save_weights
+from core.weights import atomic_torch_save, load_weights, save_weights
 from methods.unsup3d.training import as_float_images, batch_indices
 from metrics.shape import shape_summary
 
@@ -140,7 +140,8 @@ class SupervisedRecipe(TrainRecipe):
         return evaluate_depth(state.net, self.val_images, self.val_depths)
 
     def sample_grid(self, state: SupervisedState):
-        from benchmark import visualize as vis
+        from core import images as vis
+        from methods.renderer.mesh import normals_to_uint8
 
         state.net.eval()
         with torch.no_grad():
@@ -148,8 +149,8 @@ class SupervisedRecipe(TrainRecipe):
         state.net.train()
         fov = 10.0
         rows = [[vis.image_to_uint8(as_float_images(self.val_images[i:i + 1])[0]), vis.depth_to_uint8(pred[i]),
-                 vis.normals_to_uint8(pred[i], fov), vis.depth_to_uint8(self.val_depths[i]),
-                 vis.normals_to_uint8(self.val_depths[i], fov)] for i in range(pred.shape[0])]
+                 normals_to_uint8(pred[i], fov), vis.depth_to_uint8(self.val_depths[i]),
+                 normals_to_uint8(self.val_depths[i], fov)] for i in range(pred.shape[0])]
         return vis.grid(rows)
 
     def export(self, state: SupervisedState, path: Path, card: dict[str, Any]) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import BenchError
-from benchmark.registry import METHODS
+from core.errors import BenchError
+from core.registry import METHODS
 from methods.base import PrepareContext, Reconstruction, ShapeMethod
 from methods.common.data import split_images
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.stylegan2.checkpoints import file_sha256
 
 __all__ = ["DiscriminatorFeatures", "build_features", "file_sha256"]

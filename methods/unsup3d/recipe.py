@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.errors import BenchError
-from benchmark.registry import TRAINERS
+from core.errors import BenchError
+from core.registry import TRAINERS
 from methods.base import TrainContext, TrainRecipe
 from methods.common.data import split_images, split_images_depths
 
@@ -28,7 +28,8 @@ __all__ = ["Unsup3dRecipe", "sample_grid"]
 def sample_grid(net, images: torch.Tensor, renderer_fov: float = 10.0) -> np.ndarray:
     """Rows of input / reconstruction / mirrored reconstruction / canonical albedo / canonical image / canonical
     depth / input-view depth / its normals / photometric confidence ``1 / (1 + sigma)``, as one uint8 grid."""
-    from benchmark import visualize as vis
+    from core import images as vis
+    from methods.renderer.mesh import normals_to_uint8
 
     out = training.predict(net, images)[0]
     b, rows = out.batch, []
@@ -38,7 +39,7 @@ def sample_grid(net, images: torch.Tensor, renderer_fov: float = 10.0) -> np.nda
             row.append(vis.image_to_uint8(out.recon_image[b + i]))
         row += [vis.image_to_uint8(out.canon_albedo[i]), vis.image_to_uint8(out.canon_image[i]),
                 vis.depth_to_uint8(out.canon_depth[i]), vis.depth_to_uint8(out.recon_depth[i]),
-                vis.normals_to_uint8(out.recon_depth[i], renderer_fov)]
+                normals_to_uint8(out.recon_depth[i], renderer_fov)]
         if out.conf_l1 is not None:
             row.append(vis.mask_to_uint8(1 / (1 + out.conf_l1[i, 0])))
         rows.append(row)

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from benchmark.errors import BenchError
-from methods.common import weights as weights_io
-from methods.common.weights import atomic_torch_save
+from core.errors import BenchError
+from core import weights as weights_io
+from core.weights import atomic_torch_save
 from metrics.shape import shape_summary
 
 from .losses import unsup3d_loss

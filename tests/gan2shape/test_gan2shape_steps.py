@@ -8,7 +8,7 @@ import torch
 from methods.gan2shape.model import NET_NAMES, STEP_NETS, Geometry, Networks
 from methods.gan2shape.pseudo import default_view_prior
 from methods.gan2shape.steps import Hyper, gan_images, make_pseudo, step1, step2, step3
-from methods.gan2shape.trainer import ImageTask, Optim, Schedule, fit_image
+from methods.gan2shape.fitting import ImageTask, Optim, Schedule, fit_image
 from methods.stylegan2.losses import discriminator_feature_loss
 from methods.stylegan2.model import Discriminator, Generator
 

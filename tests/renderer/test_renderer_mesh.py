@@ -6,7 +6,8 @@ import torch
 import trimesh
 
 from methods.renderer.camera import depth_to_normals, depth_to_points, intrinsics
-from methods.renderer.mesh import depth_to_mesh, export_mesh, to_uint8_image
+from core.images import image_to_uint8
+from methods.renderer.mesh import depth_to_mesh, export_mesh
 
 SIZE = 16
 
@@ -55,7 +56,7 @@ def test_round_trip_through_trimesh(cap, tmp_path, fmt):
     assert (loaded.face_normals[:, 2] > 0.5).all()
     visual = loaded.visual if fmt == "ply" else loaded.visual.to_color()  # PLY carries vertex colours
     colours = visual.vertex_colors[:, :3].astype(int)
-    np.testing.assert_allclose(colours, to_uint8_image(texture).reshape(-1, 3).astype(int), atol=2)
+    np.testing.assert_allclose(colours, image_to_uint8(texture).reshape(-1, 3).astype(int), atol=2)
     assert (tmp_path / "recon_albedo.png").exists() and (tmp_path / "recon_normal.png").exists()
     if fmt == "obj":
         assert {"recon.mtl", "recon.png"} <= {p.name for p in tmp_path.iterdir()}
@@ -67,7 +68,7 @@ def test_uv_maps_vertex_to_its_pixel(cap):
     uv = mesh.visual.uv.reshape(SIZE, SIZE, 2)
     assert uv[0, 0].tolist() == [0.0, 1.0] and uv[-1, -1].tolist() == [1.0, 0.0]  # image top row has v = 1
     colours = mesh.visual.to_color().vertex_colors[:, :3].reshape(SIZE, SIZE, 3)
-    np.testing.assert_array_equal(colours, to_uint8_image(texture))
+    np.testing.assert_array_equal(colours, image_to_uint8(texture))
 
 
 def test_format_choice_and_errors(cap, tmp_path):

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.stylegan2.checkpoints import (convert_checkpoint, infer_discriminator_config, infer_generator_config,
                                            load_discriminator, load_generator, load_latent, read_checkpoint)
 from methods.stylegan2.model import Discriminator, Generator

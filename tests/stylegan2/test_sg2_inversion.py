@@ -8,7 +8,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.sampling import invert_command, sample_command
 from methods.stylegan2 import inversion
 from methods.stylegan2.checkpoints import load_latent

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.stylegan2.checkpoints import convert_checkpoint, load_discriminator, load_generator, read_checkpoint
 from methods.stylegan2.nvlabs import PersistentRecord, load_network_pickle
 

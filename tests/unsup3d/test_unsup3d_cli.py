@@ -7,7 +7,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.config import compose
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from benchmark.runner import run
 from methods.gan2shape.pseudo import load_view_light_prior
 from tests.conftest import REPO, tiny_overrides

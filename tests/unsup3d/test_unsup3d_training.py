@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 from methods.unsup3d import training
 from methods.unsup3d.model import Unsup3dConfig
 from methods.unsup3d.training import TrainConfig

@@ -17,7 +17,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from benchmark.errors import BenchError
+from core.errors import BenchError
 
 __all__ = ["atomic_write", "atomic_torch_save", "save_weights", "load_weights", "read_card"]
 

@@ -1,4 +1,7 @@
-"""Turn tensors into uint8 pictures for logging: images, depth maps, normal maps, and grids of them."""
+"""Turn tensors into uint8 pictures for logging: images, depth maps, normal maps, masks, and grids of them.
+
+Normal maps of depth maps are made by ``methods.renderer.mesh.normals_to_uint8``, which computes the normals.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from methods.renderer.camera import depth_to_normals, intrinsics
-
 
 def image_to_uint8(image: Tensor) -> np.ndarray:
-    """``(3, H, W)`` in [-1, 1] -> ``(H, W, 3)`` uint8."""
+    """``(C, H, W)`` in [-1, 1] -> ``(H, W, C)`` uint8.
+
+    >>> image_to_uint8(torch.tensor([[[-1.0, 1.0]]])).tolist()
+    [[[0], [255]]]
+    """
     return ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
@@ -20,11 +25,9 @@ def depth_to_uint8(depth: Tensor, near: float = 0.9, far: float = 1.1) -> np.nda
     return (value * 255).round().byte()[..., None].expand(-1, -1, 3).numpy()
 
 
-def normals_to_uint8(depth: Tensor, fov_deg: float = 10.0) -> np.ndarray:
-    """``(H, W)`` depth -> ``(H, W, 3)`` uint8 normal map (x, y, z mapped from [-1, 1] to [0, 255])."""
-    d = depth.detach().double().cpu()[None]
-    n = depth_to_normals(d, intrinsics(d.shape[-1], fov_deg, dtype=torch.float64), eps=0.0)[0]
-    return ((n.clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+def normal_map_to_uint8(normals: Tensor) -> np.ndarray:
+    """``(H, W, 3)`` unit normals -> ``(H, W, 3)`` uint8 (x, y, z mapped from [-1, 1] to [0, 255])."""
+    return ((normals.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
 
 
 def mask_to_uint8(mask: Tensor) -> np.ndarray:

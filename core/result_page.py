@@ -11,7 +11,7 @@ items shown in a CSS grid:
 The page works from any folder, opened from disk (``file://``) or served over HTTP, with no network access:
 
 * images and download links reference files by paths relative to ``out_dir``;
-* the viewer is Google's ``<model-viewer>`` web component, shipped in this package (``benchmark/static``, see its
+* the viewer is Google's ``<model-viewer>`` web component, shipped in this package (``core/static``, see its
   README) as a classic (non-module) script, which browsers run from ``file://``; it is copied to
   ``<out_dir>/static/`` with its licence when the page has a model;
 * browsers refuse to let a ``file://`` page read other local files (``fetch`` of ``file://`` is blocked), so a
@@ -182,7 +182,7 @@ def _item_html(out_dir: Path, item: object, embed_limit: int) -> str:
 
 
 def _copy_viewer(out_dir: Path) -> None:
-    static = resources.files("benchmark") / "static"
+    static = resources.files("core") / "static"
     for name, target in (("model-viewer.min.js", VIEWER_SCRIPT), ("model-viewer.LICENSE", _VIEWER_LICENSE)):
         dest = out_dir / target
         dest.parent.mkdir(parents=True, exist_ok=True)

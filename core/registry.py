@@ -7,9 +7,15 @@ One registry per kind, one decorator keyed by name, duplicates an error (as in t
 
     method = METHODS.create("ellipsoid", mask="gt")
 
-Third-party packages add plugins without touching this repository by declaring an entry point in the group
-``gan2shape_bench.<kind>s`` (for example ``gan2shape_bench.methods``). The entry point's object is imported on
-first use of the registry; if importing it did not register it, it is registered under the entry point's name.
+Plugins are found through package entry points, read on first use of any registry:
+
+* ``gan2shape_bench.plugins``: modules imported for their ``@register`` decorators. This project's own methods,
+  datasets, experiments, mask providers and trainers are declared here in ``pyproject.toml``, so this foundation
+  module names nothing from the layers above it;
+* ``gan2shape_bench.<kind>s`` (for example ``gan2shape_bench.methods``): one object per entry point; if importing
+  it did not register it, it is registered under the entry point's name.
+
+Third-party packages use the same two groups, without touching this repository.
 """
 
 from __future__ import annotations
@@ -18,23 +24,23 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
 
-from benchmark.errors import UnknownNameError
+from core.errors import BenchError, UnknownNameError
 
 T = TypeVar("T")
 
-# Modules that register the built-in plugins; imported lazily on first registry access.
-BUILTIN_MODULES = (
-    "methods.baselines",
-    "methods.unsup3d",
-    "methods.supervised",
-    "methods.gan2shape.method",
-    "methods.hologan.method",
-    "methods.ganspace",
-    "methods.sefa",
-    "benchmark.datasets",
-    "benchmark.experiments",
-    "methods.common.masks",
-)
+PLUGIN_GROUP = "gan2shape_bench.plugins"
+
+
+def load_plugin_modules() -> None:
+    """Import every module declared in the ``gan2shape_bench.plugins`` entry-point group (idempotent)."""
+    modules = entry_points(group=PLUGIN_GROUP)
+    if not modules:
+        raise BenchError(
+            f"no plugin modules declared under the entry-point group '{PLUGIN_GROUP}': the project is not installed; "
+            "run `make install` (pip install -e .) in the repository"
+        )
+    for ep in modules:
+        importlib.import_module(ep.value)
 
 
 class Registry:
@@ -62,8 +68,7 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
+        load_plugin_modules()
         for ep in entry_points(group=self.group):
             if ep.name in self._entries:
                 continue
