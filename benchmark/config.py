@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import re
 from pathlib import Path
 from typing import Iterator
@@ -56,13 +57,39 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = ROOT
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=list(overrides))
-        OmegaConf.resolve(cfg)
+    try:
+        with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name, overrides=list(overrides))
+            OmegaConf.resolve(cfg)
+    except BenchError as err:
+        unknown = re.match(r"Could not override '([^']+)'", str(err))
+        if not unknown:
+            raise
+        raise BenchError(_unknown_key_message(unknown.group(1), overrides, config_name)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise BenchError(f"no value for {', '.join(missing)}; set it on the command line, e.g. {missing[0]}=<value>")
     return cfg
+
+
+def _unknown_key_message(key: str, overrides, config_name: str) -> str:
+    """'unknown config key' with the closest existing key, from the config composed without that override."""
+    from omegaconf import DictConfig as Dict
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        node = compose(rest, config_name)
+        node = OmegaConf.select(node, parent) if parent else node
+    except BenchError:
+        node = None
+    keys = [str(k) for k in node.keys()] if isinstance(node, Dict) else []
+    close = difflib.get_close_matches(leaf, keys, n=1)
+    where = f"under '{parent}'" if parent else "at the top level"
+    hint = f"did you mean '{parent + '.' if parent else ''}{close[0]}'? " if close else ""
+    return (f"unknown config key '{key}'; {hint}valid keys {where}: {', '.join(sorted(keys)) or '(none)'} "
+            f"(prefix a new key with '+' to add it on purpose)")
 
 
 def validate_overrides(overrides: list[str]) -> list[DictConfig]:

@@ -48,6 +48,13 @@ class Unsup3dConfig:
         border_width: clamped columns on each side (2).
         fov_deg, rot_center_depth, rot_range_deg, xy_range, z_range: camera and view scales (10, 1, 60, 0.1, 0).
         symmetry: render the mirrored canonical depth and albedo too (the flip terms of the loss).
+        hard_symmetry: with ``symmetry``, make the canonical depth and albedo exactly symmetric instead (D's and A's
+            output maps averaged with their mirror images). The mirrored render then equals the plain one, so it
+            is skipped and the flip terms are 0. Off in the published model; see ``weights/README.md`` for why
+            the CPU recipe uses it.
+        light_frame: ``canonical`` (published: the light moves with the object, the canonical normals are shaded)
+            or ``camera`` (the light is fixed to the camera, as in ``synface_proc``: the canonical normals are
+            rotated by the predicted view before shading, so the light network need not know the view).
         use_conf: predict confidence maps; without them the losses are plain masked L1 / L2.
         supersample, pixel_offset: rasteriser sampling (1, 0: pixel centres; 2, 0.5: the original's 2x
             supersampling with its half-pixel offset), see :class:`methods.renderer.warp.Renderer`.
@@ -74,6 +81,8 @@ class Unsup3dConfig:
     xy_range: float = 0.1
     z_range: float = 0.0
     symmetry: bool = True
+    hard_symmetry: bool = False
+    light_frame: str = "canonical"
     use_conf: bool = True
     supersample: int = 1
     pixel_offset: float = 0.0
@@ -82,7 +91,11 @@ class Unsup3dConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "Unsup3dConfig":
         """Build from a mapping; unknown keys are an error (a misspelt key must not fall back to a default)."""
-        return strict_from_dict(cls, values, "Unsup3d model settings")
+        cfg = strict_from_dict(cls, values, "Unsup3d model settings")
+        if cfg.light_frame not in ("canonical", "camera"):
+            raise ValueError(f"Unsup3d model settings: light_frame must be 'canonical' or 'camera', got "
+                             f"{cfg.light_frame!r}")
+        return cfg
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +119,8 @@ class Unsup3dOutput:
         canon_depth: ``(N, S, S)`` clamped canonical depth (and its mirror).
         canon_albedo: ``(N, 3, S, S)`` canonical albedo in [-1, 1] (and its mirror).
         canon_normal: ``(N, S, S, 3)`` canonical normals.
-        canon_shading: ``(N, 1, S, S)`` shading ``k_a + k_d max(0, n . l)``.
+        canon_shading: ``(N, 1, S, S)`` shading ``k_a + k_d max(0, n . l)`` (n rotated by the view with
+            ``light_frame: camera``).
         canon_image: ``(N, 3, S, S)`` shaded canonical image.
         view: ``(B, 6)`` predicted view (normalised units).
         light: ``(B, 4)`` predicted light ``(2 k_a - 1, 2 k_d - 1, l_x, l_y)``.
@@ -181,7 +195,10 @@ class Unsup3dNet(nn.Module):
     def canonical_depth(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Canonical depth ``(B, S, S)`` before and after the border clamp."""
         cfg = self.cfg
-        free = raw_to_depth(self.netD(image)[:, 0], cfg.min_depth, cfg.max_depth)
+        raw = self.netD(image)[:, 0]
+        if cfg.symmetry and cfg.hard_symmetry:
+            raw = 0.5 * (raw + mirror(raw))
+        free = raw_to_depth(raw, cfg.min_depth, cfg.max_depth)
         clamped = clamp_border_depth(free, cfg.min_depth, cfg.max_depth, cfg.border_factor, cfg.border_width)
         return free, clamped
 
@@ -189,22 +206,28 @@ class Unsup3dNet(nn.Module):
         """Reconstruct ``image`` ``(B, 3, S, S)`` in [-1, 1]; see :class:`Unsup3dOutput`."""
         check_shape(image, f"B,3,{self.cfg.image_size},{self.cfg.image_size}", "image")
         cfg, renderer = self.cfg, self.cfg.renderer
-        reps = 2 if cfg.symmetry else 1
+        flip = cfg.symmetry and not cfg.hard_symmetry  # a hard-symmetric canonical is its own mirror
+        reps = 2 if flip else 1
         free, depth = self.canonical_depth(image)
         albedo = self.netA(image)
-        if cfg.symmetry:
+        if cfg.symmetry and cfg.hard_symmetry:
+            albedo = 0.5 * (albedo + mirror(albedo))
+        if flip:
             depth, albedo = torch.cat([depth, mirror(depth)]), torch.cat([albedo, mirror(albedo)])
         light, view = self.netL(image), self.netV(image)
         normal = depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth))
-        shading = light_to_shading(normal, light.repeat(reps, 1))
-        canon_image = albedo_to_texture(albedo, shading)
         views = view.repeat(reps, 1)
+        lit = normal
+        if cfg.light_frame == "camera":
+            lit = torch.einsum("nij,nhwj->nhwi", renderer.transform(views)[0], normal)
+        shading = light_to_shading(lit, light.repeat(reps, 1))
+        canon_image = albedo_to_texture(albedo, shading)
         recon_depth = warp_canon_depth(depth, views, renderer)
         grid = view_to_canon_grid(recon_depth, views, renderer)
         recon = F.grid_sample(canon_image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         valid = view_valid_mask(recon_depth, renderer)
         b = image.shape[0]
-        mask = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1) if cfg.symmetry else valid
+        mask = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1) if flip else valid
         mask = mask.detach()
         conf_l1 = conf_perc = None
         if self.netC is not None:

@@ -54,6 +54,8 @@ class TrainConfig:
     lam_flip: float = 0.5
     lam_depth_sm: float = 0.0
     lam_depth_curv: float = 0.0
+    lam_coarse: float = 0.0
+    coarse_kernel: int = 9
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -147,7 +149,8 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
     images = as_float_images(data[idx]).to(state.device)
     state.net.train()
     out = state.net(images)
-    loss = unsup3d_loss(out, features, cfg.lam_perc, cfg.lam_flip, cfg.lam_depth_sm, cfg.lam_depth_curv)
+    loss = unsup3d_loss(out, features, cfg.lam_perc, cfg.lam_flip, cfg.lam_depth_sm, cfg.lam_depth_curv,
+                        cfg.lam_coarse, cfg.coarse_kernel)
     state.optim.zero_grad(set_to_none=True)
     loss.total.backward()
     state.optim.step()

@@ -126,3 +126,37 @@ def test_discriminator_features_at_quarter_resolution():
 def test_unknown_setting_is_an_error():
     with pytest.raises(ValueError, match="nf_depht"):
         Unsup3dConfig.from_dict({"nf_depht": 3})
+
+
+@torch.no_grad()
+def test_hard_symmetry_gives_a_symmetric_canonical_and_one_render():
+    net = _net(hard_symmetry=True)
+    out = net(_images())
+    assert not out.flipped and out.recon_image.shape[0] == 2
+    assert torch.equal(out.canon_depth, mirror(out.canon_depth))
+    assert torch.equal(out.canon_albedo, mirror(out.canon_albedo))
+    assert float(unsup3d_loss(out).l1_flip) == 0
+    # without symmetry the flag does nothing
+    assert not torch.equal(_net(symmetry=False, hard_symmetry=True)(_images()).canon_albedo,
+                           mirror(_net(symmetry=False, hard_symmetry=True)(_images()).canon_albedo))
+
+
+@torch.no_grad()
+def test_camera_frame_light_is_the_canonical_light_rotated():
+    """Shading the view-rotated normals with light l equals shading the canonical normals with R^T l."""
+    from methods.renderer.shading import light_direction
+
+    view = [0.1, -0.4, 0.05, 0.0, 0.0, 0.0]
+    cam_light = torch.tensor([[0.1, 0.6, 0.5, -0.3]])
+    camera = _net(light_frame="camera")
+    camera.netV, camera.netL = Constant(view), Constant(cam_light[0].tolist())
+    R, _ = camera.cfg.renderer.transform(torch.tensor([view]))
+    d = R[0].T @ light_direction(cam_light)[0]
+    canonical = _net()
+    canonical.netV = Constant(view)
+    canonical.netL = Constant([0.1, 0.6, float(d[0] / d[2]), float(d[1] / d[2])])
+    a, b = camera(_images()), canonical(_images())
+    torch.testing.assert_close(a.canon_shading, b.canon_shading, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.recon_image, b.recon_image, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="light_frame"):
+        Unsup3dConfig.from_dict({"light_frame": "world"})
