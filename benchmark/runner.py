@@ -188,14 +188,17 @@ def check_run_settings(cfg: DictConfig) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Config checks that need no data: setting types and ranges, known names, accepted arguments, an available
-    device.
+    """Config checks that need no data: setting types and ranges, known names, accepted arguments and the
+    method's own value checks (``check_settings``), an available device.
 
     Mistakes found here are config errors and never open an MLflow run.
     """
     check_run_settings(cfg)
     EXPERIMENTS.get(cfg.experiment.name)
     check_args(METHODS, cfg.method.name, method_args(cfg), method_origin(cfg))
+    check_settings = getattr(METHODS.get(cfg.method.name), "check_settings", None)
+    if check_settings is not None:
+        check_settings(**method_args(cfg))
     check_args(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.experiment.split), f"dataset={cfg.dataset.name}")
     resolve_device(cfg.device.type)
 

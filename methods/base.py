@@ -55,7 +55,13 @@ class PrepareContext:
 
 
 class ShapeMethod(ABC):
-    """Base class for shape methods; subclasses implement :meth:`reconstruct` and optionally :meth:`prepare`."""
+    """Base class for shape methods; subclasses implement :meth:`reconstruct` and optionally :meth:`prepare` and
+    :meth:`check_settings`."""
+
+    @staticmethod
+    def check_settings(**settings: Any) -> None:
+        """Check the constructor arguments' values without building anything (no weights, no data); raise a
+        one-line ``BenchError`` naming the key. ``bench run`` calls it before any MLflow run opens."""
 
     def prepare(self, ctx: PrepareContext) -> None:
         """Fit whatever the method needs before evaluation (default: nothing)."""

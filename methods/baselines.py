@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -9,7 +11,7 @@ from torch.utils.data import DataLoader
 from core.errors import BenchError
 from core.registry import MASKS, METHODS
 from methods.base import PrepareContext, Reconstruction, ShapeMethod
-from methods.common.shape_prior import shape_prior_depth
+from methods.common.shape_prior import check_shape_prior, shape_prior_depth
 
 
 def _all_valid(depth: Tensor) -> Tensor:
@@ -21,7 +23,13 @@ class ConstantDepth(ShapeMethod):
     """Constant null depth: every pixel at ``depth`` (a fronto-parallel plane)."""
 
     def __init__(self, depth: float = 1.0):
-        self.depth = depth
+        self.check_settings(depth=depth)
+        self.depth = float(depth)
+
+    @staticmethod
+    def check_settings(depth: float = 1.0, **_: Any) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 < depth < float("inf"):
+            raise BenchError(f"method.depth must be a positive finite number, got {depth!r}")
 
     def reconstruct(self, batch: dict) -> Reconstruction:
         image = batch["image"]
@@ -67,7 +75,11 @@ class EllipsoidPrior(ShapeMethod):
 
     def __init__(self, mask: str = "gt", mask_args: dict | None = None, shape_prior: dict | None = None):
         self.mask_provider = MASKS.create(mask, **(mask_args or {}))
-        self.shape_prior = dict(shape_prior or {"kind": "ellipsoid"})
+        self.shape_prior = check_shape_prior(shape_prior or {})
+
+    @staticmethod
+    def check_settings(shape_prior: dict | None = None, **_: Any) -> None:
+        check_shape_prior(shape_prior or {})
 
     def reconstruct(self, batch: dict) -> Reconstruction:
         mask = self.mask_provider(batch)

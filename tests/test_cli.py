@@ -61,6 +61,13 @@ def test_every_command_has_help(command, capsys):
     (["run", "eval.batch_size=0"], "eval.batch_size must be an integer >= 1"),
     (["run", "seed=abc"], "seed must be an integer"),
     (["invert", "input="], "input is empty"),
+    (["run", "method=ellipsoid", "method.shape_prior.kind=cube"], "unknown shape prior 'cube'; valid: ellipsoid"),
+    (["run", "method=ellipsoid", "method.shape_prior.near=1.1", "method.shape_prior.far=0.9"],
+     "near (1.1) must be below far (0.9)"),
+    (["run", "method=ellipsoid", "method.shape_prior.scale=0"], "method.shape_prior.scale must be > 0"),
+    (["run", "method=gan2shape", "method.shape_prior.kind=cube"], "unknown shape prior 'cube'"),
+    (["run", "method=const_depth", "method.depth=nan"], "method.depth must be a positive finite number"),
+    (["run", "method=const_depth", "method.depth=-1"], "method.depth must be a positive finite number"),
 ])
 def test_bad_input_is_one_line(args, expected, capsys, workdir):
     assert main(args) == 2

@@ -11,9 +11,11 @@ import math
 import torch
 from torch import Tensor
 
+from core.errors import BenchError
 from methods.renderer.camera import check_shape
 
-__all__ = ["mask_box", "ellipsoid_depth", "flat_depth", "shape_prior_depth", "CATEGORY_BOX_ADJUST"]
+__all__ = ["mask_box", "ellipsoid_depth", "flat_depth", "shape_prior_depth", "check_shape_prior",
+           "CATEGORY_BOX_ADJUST"]
 
 
 def mask_box(mask: Tensor, threshold: float = 0.7) -> Tensor:
@@ -139,3 +141,50 @@ def shape_prior_depth(mask: Tensor, kind: str = "ellipsoid", **kwargs) -> Tensor
     if kind == "flat":  # the plane needs no placement parameters
         return flat_depth(mask)
     raise ValueError(f"unknown shape prior '{kind}'; valid: ellipsoid, sphere, flat")
+
+
+_ELLIPSOID_KEYS = ("category", "radius", "near", "far", "scale", "shift_y", "threshold")
+_PRIOR_KEYS = {"ellipsoid": _ELLIPSOID_KEYS, "sphere": _ELLIPSOID_KEYS, "flat": ()}
+
+
+def check_shape_prior(settings: dict, key: str = "method.shape_prior") -> dict:
+    """Validate a ``shape_prior`` config block before any run starts; return it with ``kind`` filled in.
+
+    Every error is a :class:`BenchError` naming ``key`` and the fix: an unknown kind, category or key, a
+    non-number, or (for the ellipsoid and sphere) a value out of range (``0 < near < far``, ``radius > far - near``,
+    ``scale > 0``, ``0 < threshold < 1``, finite ``shift_y``).
+
+    >>> check_shape_prior({"near": 0.9, "far": 1.0})["kind"]
+    'ellipsoid'
+    >>> check_shape_prior({"near": 1.1, "far": 0.9})
+    Traceback (most recent call last):
+    ...
+    core.errors.BenchError: method.shape_prior: near (1.1) must be below far (0.9), both > 0
+    """
+    settings = {"kind": "ellipsoid", **dict(settings)}
+    kind = settings["kind"]
+    if kind not in _PRIOR_KEYS:
+        raise BenchError(f"{key}.kind: unknown shape prior '{kind}'; valid: {', '.join(_PRIOR_KEYS)}")
+    known = _PRIOR_KEYS["ellipsoid"]  # the flat prior ignores the placement keys a config group may carry along
+    extra = sorted(set(settings) - {"kind", *known})
+    if extra:
+        raise BenchError(f"{key}: unknown key {', '.join(extra)}; valid keys: kind, {', '.join(known)}")
+    for name in known[1:]:
+        value = settings.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise BenchError(f"{key}.{name} must be a finite number, got {value!r}")
+    category = settings.get("category", "synface")
+    if category not in CATEGORY_BOX_ADJUST:
+        raise BenchError(f"{key}.category: unknown '{category}'; valid: {', '.join(CATEGORY_BOX_ADJUST)}")
+    near, far = settings.get("near", 0.91), settings.get("far", 1.02)
+    if kind != "flat":
+        if not 0 < near < far:
+            raise BenchError(f"{key}: near ({near}) must be below far ({far}), both > 0")
+        if not settings.get("radius", 0.4) > far - near:
+            raise BenchError(f"{key}.radius ({settings.get('radius', 0.4)}) must exceed far - near ({far - near:g})")
+        if not settings.get("scale", 1.0) > 0:
+            raise BenchError(f"{key}.scale must be > 0, got {settings.get('scale')}")
+        if not 0 < settings.get("threshold", 0.7) < 1:
+            raise BenchError(f"{key}.threshold must be in (0, 1), got {settings.get('threshold')}")
+    return settings

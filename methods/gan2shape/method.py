@@ -35,7 +35,7 @@ from tqdm import tqdm
 from core.errors import BenchError
 from core.registry import MASKS, METHODS
 from methods.base import PrepareContext, Reconstruction, Rotation, RotationMethod, ShapeMethod
-from methods.common.shape_prior import shape_prior_depth
+from methods.common.shape_prior import check_shape_prior, shape_prior_depth
 from methods.renderer.warp import canon_to_view_grid, render_given_view, render_mesh, sample_texture
 from methods.stylegan2.inversion import project as invert
 from methods.stylegan2.losses import discriminator_feature_loss
@@ -88,6 +88,10 @@ class GAN2Shape(ShapeMethod, RotationMethod):
     method (:meth:`rotate`) it reconstructs GAN samples and turns their 3D model.
     """
 
+    @staticmethod
+    def check_settings(shape_prior: dict | None = None, **_: Any) -> None:
+        check_shape_prior(shape_prior or {})
+
     def __init__(self, gan: str, image_size: int = 64, pretrained: str | None = None, reset_weight: bool = True,
                  mask: str = "gt", mask_args: dict | None = None, shape_prior: dict | None = None,
                  prefit_iters: int = 1000, view_prior: str | None = None, light_prior: str | None = None,
@@ -112,7 +116,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         self.rotation_mask = MASKS.create(self.rotation["mask"], **self.rotation["mask_args"])
         self.gan_path, self.image_size, self.pretrained, self.reset_weight = gan, image_size, pretrained, reset_weight
         self.mask_provider = MASKS.create(mask, **(mask_args or {}))
-        self.shape_prior = dict(shape_prior or {"kind": "ellipsoid"})
+        self.shape_prior = check_shape_prior(shape_prior or {})
         self.prefit_iters, self.view_prior_path, self.light_prior_path = prefit_iters, view_prior, light_prior
         schedule = dict(schedule or {})
         stages = int(schedule.get("num_stage", 1))
