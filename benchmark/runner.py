@@ -189,7 +189,7 @@ def check_run_settings(cfg: DictConfig) -> None:
 
 def preflight(cfg: DictConfig) -> None:
     """Config checks that need no data: setting types and ranges, known names, accepted arguments and the
-    method's own value checks (``check_settings``), an available device.
+    method's own value checks (``check_settings``), an available device, a usable tracking store.
 
     Mistakes found here are config errors and never open an MLflow run.
     """
@@ -201,6 +201,7 @@ def preflight(cfg: DictConfig) -> None:
         check_settings(**method_args(cfg))
     check_args(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.experiment.split), f"dataset={cfg.dataset.name}")
     resolve_device(cfg.device.type)
+    tracking.resolve_uri(cfg.tracking.uri)  # a writable store, or a server that answers
 
 
 def run(cfg: DictConfig, command: str = "python API", *, tags: Mapping[str, Any] | None = None,

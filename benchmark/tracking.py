@@ -36,7 +36,27 @@ def resolve_uri(uri: str | None) -> str:
         except OSError as err:
             raise BenchError(f"tracking location {local} is not writable ({err.strerror}); pass "
                              "tracking.uri=sqlite:///<writable path> or set MLFLOW_TRACKING_URI") from None
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
     return uri
+
+
+SERVER_TIMEOUT_S = 5.0
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, not after minutes of MLflow's retries, when a tracking server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # it answered: a server (or a proxy in front of one) is there
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise BenchError(f"tracking server {uri} does not answer ({reason}); start it (mlflow server --host ... "
+                         f"--port ...) or pass another tracking.uri") from None
 
 
 def _local_path(uri: str) -> Path | None:

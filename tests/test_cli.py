@@ -68,6 +68,8 @@ def test_every_command_has_help(command, capsys):
     (["run", "method=gan2shape", "method.shape_prior.kind=cube"], "unknown shape prior 'cube'"),
     (["run", "method=const_depth", "method.depth=nan"], "method.depth must be a positive finite number"),
     (["run", "method=const_depth", "method.depth=-1"], "method.depth must be a positive finite number"),
+    (["run", "method=const_depth", "tracking.uri=http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 does not"),
+    (["report", "tracking.uri=http://127.0.0.1:9"], "does not answer"),
 ])
 def test_bad_input_is_one_line(args, expected, capsys, workdir):
     assert main(args) == 2
