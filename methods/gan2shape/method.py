@@ -25,15 +25,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 from tqdm import tqdm
 
 from core.errors import BenchError
 from core.registry import MASKS, METHODS
+from core.weights import atomic_write
 from methods.base import PrepareContext, Reconstruction, Rotation, RotationMethod, ShapeMethod
 from methods.common.shape_prior import check_shape_prior, shape_prior_depth
 from methods.renderer.warp import canon_to_view_grid, render_given_view, render_mesh, sample_texture
@@ -74,6 +76,23 @@ def load_networks(path: str | Path, image_size: int, latent_dim: int) -> dict[st
             raise BenchError(f"{path} was trained for image_size={meta.get('image_size')}, latent_dim="
                              f"{meta.get('latent_dim')}, but this run needs {image_size}, {latent_dim}")
     return load_file(str(path))
+
+
+def _read_cache(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """A cached tensor file, or None when it is missing; a damaged one (truncated, wrong keys) is reported by name,
+    deleted and recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+        if all(k in tensors for k in keys):
+            return tensors
+        problem = f"keys {sorted(tensors)} instead of {list(keys)}"
+    except Exception as err:  # safetensors raises its own error types for damaged headers
+        problem = f"{type(err).__name__}: {err}"
+    warnings.warn(f"gan2shape: cache file {path} is damaged ({problem}); recomputing it", stacklevel=2)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _key(config: dict[str, Any]) -> str:
@@ -186,16 +205,16 @@ class GAN2Shape(ShapeMethod, RotationMethod):
             return batch["latent"].to(self.device).reshape(len(folders), -1)
         out: list[torch.Tensor | None] = []
         for folder in folders:
-            f = folder / "latent.safetensors"
-            out.append(load_file(str(f))["w"].to(self.device) if f.is_file() else None)
+            cached = _read_cache(folder / "latent.safetensors", ("w",))
+            out.append(None if cached is None else cached["w"].to(self.device))
         todo = [i for i, w in enumerate(out) if w is None]
         if todo:
             images = resize(batch["image"][todo].to(self.device), self.G.size)
             args = {"steps": 300, "optimise_noise": False, "seed": self.seed, **self.inversion}
             result = invert(self.G, images, D=self.discriminator, **args)
             for j, i in enumerate(todo):
-                folders[i].mkdir(parents=True, exist_ok=True)
-                save_file({"w": result.w[j:j + 1].cpu().contiguous()}, str(folders[i] / "latent.safetensors"))
+                w = {"w": result.w[j:j + 1].cpu().contiguous()}
+                atomic_write(folders[i] / "latent.safetensors", lambda fh, w=w: fh.write(save(w)))
                 out[i] = result.w[j:j + 1]
         return torch.cat(out)
 
@@ -247,18 +266,19 @@ class GAN2Shape(ShapeMethod, RotationMethod):
 
         write_outputs(folder / "outputs", image, fwd, nets, self.G, w, gan_image, self.geom, self.hp,
                       title=f"GAN2Shape reconstruction of {folder.name}", **self.outputs)
-        save_file({k: v.detach().cpu().contiguous() for k, v in result.items()}, str(folder / "result.tmp"))
-        (folder / "result.tmp").replace(folder / "result.safetensors")
-        (folder / "losses.json").write_text(json.dumps({k: {"first": a, "last": b} for k, (a, b) in losses.items()}))
-        (folder / "timings.json").write_text(json.dumps(dict(timings.seconds)))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in result.items()}
+        losses_json = json.dumps({k: {"first": a, "last": b} for k, (a, b) in losses.items()}).encode()
+        atomic_write(folder / "losses.json", lambda fh: fh.write(losses_json))
+        atomic_write(folder / "timings.json", lambda fh: fh.write(json.dumps(dict(timings.seconds)).encode()))
+        atomic_write(folder / "result.safetensors", lambda fh: fh.write(save(tensors)))  # last: marks the image done
         return result
 
     def _results(self, batch: dict, mask_provider, folders: list[Path]) -> list[dict[str, torch.Tensor]]:
         """Per-image results (:data:`RESULT_KEYS`) of a batch: cached ones loaded, the others fitted and cached."""
         images = batch["image"].to(self.device)
         names = [f.name for f in folders]
-        done = {i: load_file(str(f / "result.safetensors")) for i, f in enumerate(folders)
-                if (f / "result.safetensors").is_file()}
+        done = {i: r for i, f in enumerate(folders)
+                if (r := _read_cache(f / "result.safetensors", RESULT_KEYS)) is not None}
         todo = [i for i in range(len(names)) if i not in done]
         if todo:
             sub = {k: (v[todo] if isinstance(v, torch.Tensor) else [v[i] for i in todo]) for k, v in batch.items()}

@@ -153,6 +153,14 @@ def test_real_images_are_inverted_then_reconstructed(tiny_gan, tmp_path):
     (folder,) = work.glob("gan2shape/*/face")
     assert (folder / "latent.safetensors").is_file() and (folder / "outputs" / "mesh.glb").is_file()
     assert "result page: " in result.stdout
+    # damaged cache files name themselves and are recomputed
+    (folder / "latent.safetensors").write_bytes(b"\x00" * 10)
+    (folder / "result.safetensors").write_bytes(b"not a tensor file")
+    again = bench(*args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name in ("latent.safetensors", "result.safetensors"):
+        assert f"{folder / name} is damaged" in again.stderr
+        assert load_file(str(folder / name))
 
 
 def _per_image(db: Path, experiment: str) -> tuple[str, str, list[str]]:
