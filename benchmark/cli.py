@@ -86,8 +86,8 @@ def cmd_data(args: list[str]) -> int:
 
     from benchmark import tracking
     from benchmark.config import compose
-    from core.registry import DATASETS
     from benchmark.runner import plain
+    from core.registry import DATASETS
 
     cfg = compose(args)
     ds = cfg.dataset

@@ -25,8 +25,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from core.errors import BenchError
 from benchmark.runner import device_name, open_split, plain, resolve_device, seed_everything
+from core.errors import BenchError
 from methods.base import TrainContext, TrainRecipe, TrainState
 
 __all__ = ["train_with_recipe", "dataset_info"]

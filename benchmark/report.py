@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass
 
 from benchmark import tracking
-from core.errors import BenchError
 from benchmark.paper import BFM_TABLE
+from core.errors import BenchError
 
 METHOD_ORDER = ("supervised", "const_depth", "avg_depth", "ellipsoid", "unsup3d", "gan2shape")
 

@@ -35,8 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
 from benchmark.config import CONFIG_DIR, compose, config_groups
-from core.errors import BenchError
 from benchmark.runner import plain, preflight
+from core.errors import BenchError
 
 PARENT_TAG = "sweep.parent"
 FINISHED = ("COMPLETE", "PRUNED")

@@ -36,14 +36,13 @@ def state_digest(module: torch.nn.Module) -> str:
 
 
 def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
+    from benchmark.runner import init_distributed
     from methods.base import PrepareContext
+    from methods.common.shape_prior import shape_prior_depth
+    from methods.gan2shape.fitting import StageCheckpoint
     from methods.gan2shape.method import GAN2Shape, save_networks
     from methods.gan2shape.pretrain import JointData, pretrain
     from methods.gan2shape.steps import gan_images
-    from methods.gan2shape.fitting import StageCheckpoint
-    from methods.common.shape_prior import shape_prior_depth
-
-    from benchmark.runner import init_distributed
 
     device, rank, world = init_distributed(cfg.device.type)
     try:

@@ -20,9 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from core.errors import BenchError
 from benchmark.runner import device_name, plain, resolve_device, seed_everything
 from benchmark.train_stylegan2 import image_grid, load_images, swd_reference
+from core.errors import BenchError
 
 __all__ = ["train_hologan", "pose_grid", "generate_eval"]
 

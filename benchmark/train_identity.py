@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from core.errors import BenchError
 from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device, seed_everything
+from core.errors import BenchError
 from metrics.identity import best_threshold_accuracy, load_identity_model, roc_auc
 from metrics.identity_net import EmbeddingNet, arcface_loss, export_onnx, normalise_uint8
 

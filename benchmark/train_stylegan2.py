@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from core.errors import BenchError
 from benchmark.runner import device_name, plain, resolve_device, seed_everything
+from core.errors import BenchError
 
 _TRAIN_KEYS = ("batch_size", "lr", "r1_gamma", "d_reg_every", "path_regularize", "g_reg_every", "mixing",
                "ema_half_life_kimg", "flip", "amp")

@@ -14,8 +14,8 @@ import torch
 from omegaconf import DictConfig
 
 from benchmark import tracking
-from core.errors import BenchError
 from benchmark.runner import device_name, open_split, plain, resolve_device
+from core.errors import BenchError
 
 __all__ = ["fit_view_light_prior"]
 

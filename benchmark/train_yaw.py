@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
-from core.errors import BenchError
 from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device, seed_everything
+from core.errors import BenchError
 from methods.common.yaw import YawRegressor, save_yaw_regressor
 
 __all__ = ["train_yaw_regressor", "load_split_views", "augment", "evaluate_mae"]

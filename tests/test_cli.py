@@ -1,6 +1,5 @@
 """The `bench` command: listing, help, runs, reports and every bad-input case of the spine issue."""
 
-from pathlib import Path
 
 import pytest
 

@@ -1,12 +1,10 @@
 """What every run leaves in MLflow: params, metrics, artifacts, tags, FAILED status, concurrent runs."""
 
 import csv
-import io
 import subprocess
 import sys
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark import runner

@@ -9,13 +9,12 @@ from __future__ import annotations
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from core import images as vis
-
-from methods.renderer.mesh import normals_to_uint8
-from core.errors import BenchError
 from benchmark.experiments.shape_recon import collect_extras, log_extras, report_page, timing_summary, to_device
+from core import images as vis
+from core.errors import BenchError
 from core.registry import EXPERIMENTS
 from methods.base import PrepareContext
+from methods.renderer.mesh import normals_to_uint8
 
 
 @EXPERIMENTS.register("reconstruct")

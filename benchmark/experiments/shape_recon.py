@@ -11,11 +11,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from core import images as vis
-
-from methods.renderer.mesh import normals_to_uint8
 from core.errors import BenchError
 from core.registry import EXPERIMENTS
 from methods.base import PrepareContext, Reconstruction
+from methods.renderer.mesh import normals_to_uint8
 from metrics.shape import nan_summary, shape_metrics
 
 PER_IMAGE_FIELDS = ("name", "side", "mad", "mad_exact", "mask_pixels")

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .model import STEP_NETS, Geometry, Networks, PhotoForward, canonical
 from .pseudo import GaussianPrior
-from .steps import Hyper, Perceptual, FeatureLoss, make_pseudo, step1, step2, step3
+from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
 
 __all__ = ["Schedule", "Optim", "ImageTask", "StageCheckpoint", "prefit_depth", "run_step", "fit_image"]
 

@@ -42,10 +42,10 @@ from methods.renderer.warp import canon_to_view_grid, render_given_view, render_
 from methods.stylegan2.inversion import project as invert
 from methods.stylegan2.losses import discriminator_feature_loss
 
+from .fitting import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
 from .model import Geometry, Networks, canonical, render
 from .pseudo import default_view_prior, load_view_light_prior
 from .steps import Hyper, gan_images, project, resize
-from .fitting import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
 
 __all__ = ["GAN2Shape", "load_networks", "save_networks"]
 

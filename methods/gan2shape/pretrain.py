@@ -26,10 +26,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .fitting import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
 from .model import STEP_NETS, Geometry, Networks
 from .pseudo import GaussianPrior
 from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
-from .fitting import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
 
 __all__ = ["JointData", "StepLoss", "pretrain"]
 

@@ -18,9 +18,9 @@ from torch import Tensor
 
 from core.errors import BenchError
 from core.registry import TRAINERS
+from core.weights import atomic_torch_save, load_weights, save_weights
 from methods.base import TrainContext, TrainRecipe, TrainState
 from methods.common.data import split_images_depths
-from core.weights import atomic_torch_save, load_weights, save_weights
 from methods.unsup3d.training import as_float_images, batch_indices
 from metrics.shape import shape_summary
 

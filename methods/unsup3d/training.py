@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.errors import BenchError
 from core import weights as weights_io
+from core.errors import BenchError
 from core.weights import atomic_torch_save
 from metrics.shape import shape_summary
 
