@@ -36,6 +36,11 @@ def resolve_uri(uri: str | None) -> str:
         except OSError as err:
             raise BenchError(f"tracking location {local} is not writable ({err.strerror}); pass "
                              "tracking.uri=sqlite:///<writable path> or set MLFLOW_TRACKING_URI") from None
+        if uri.startswith("sqlite:") and local.is_file() and local.stat().st_size > 0:
+            with local.open("rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise BenchError(f"tracking store {local} is not an SQLite database (damaged, or another file); "
+                                     "move it aside or pass tracking.uri=sqlite:///<another path>")
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
     return uri

@@ -69,8 +69,10 @@ def test_every_command_has_help(command, capsys):
     (["run", "method=const_depth", "method.depth=-1"], "method.depth must be a positive finite number"),
     (["run", "method=const_depth", "tracking.uri=http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 does not"),
     (["report", "tracking.uri=http://127.0.0.1:9"], "does not answer"),
+    (["run", "method=const_depth", "tracking.uri=sqlite:///not_a_db.db"], "is not an SQLite database"),
 ])
 def test_bad_input_is_one_line(args, expected, capsys, workdir):
+    (workdir / "not_a_db.db").write_bytes(b"these bytes are no database" * 10)
     assert main(args) == 2
     assert expected in one_line_error(capsys.readouterr().err)
 
