@@ -86,3 +86,35 @@ def test_image_folder_bad_files(tmp_path):
     empty.mkdir()
     with pytest.raises(DatasetMissingError, match="holds no images"):
         ImageFolder(str(empty))
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels, with no pixel data (a decompression-bomb stand-in)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_image_bomb_is_refused_by_name(tmp_path):
+    from benchmark.datasets.folders import image_size_of, read_image
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(100_000, 100_000))  # 10^10 pixels
+    for read in (lambda: read_image(path, 64), lambda: image_size_of(path)):
+        with pytest.raises(BenchError, match="refusing image .*bomb.png"):
+            read()
+
+
+def test_16_bit_png_keeps_its_range(tmp_path):
+    from benchmark.datasets.folders import read_image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    image = read_image(tmp_path / "deep.png", 64)
+    assert image.shape == (64, 64, 3)
+    np.testing.assert_allclose(image[..., 0], ramp / 65535.0, atol=1e-3)  # not clipped to white

@@ -18,19 +18,30 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 def read_image(path: Path, size: int, crop: int | None = None, mode: str = "RGB") -> np.ndarray:
     """Read an image, centre-crop it to ``crop`` (or to its largest square), resize to ``size``; float32 in [0, 1].
 
-    Returns ``(size, size, C)``. An unreadable file raises :class:`BenchError` naming it.
+    16-bit greyscale PNGs keep their range (0-65535 maps to [0, 1]) instead of being clipped to white. Returns
+    ``(size, size, C)``. An unreadable file, or one whose header claims more pixels than PIL's decompression-bomb
+    limit, raises :class:`BenchError` naming it.
     """
     try:
         with Image.open(path) as im:
-            im = im.convert(mode)
             w, h = im.size
             side = min(crop or min(w, h), w, h)
             left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
+            box = (left, top, left + side, top + side)
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greyscale
+                scale = 65535.0 if im.mode.startswith("I;16") or np.asarray(im).max() > 255 else 255.0
+                grey = Image.fromarray(np.asarray(im, dtype=np.float32) / scale, mode="F")
+                grey = np.asarray(grey.crop(box).resize((size, size), Image.BILINEAR), dtype=np.float32)
+                arr = np.repeat(grey[..., None], 3 if mode == "RGB" else 1, axis=2)
+            else:
+                im = im.convert(mode).crop(box).resize((size, size), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as err:
+        raise BenchError(f"refusing image {path}: {err}; it claims far more pixels than a face image, so it is "
+                         "damaged or malicious: remove it") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise BenchError(f"cannot read image {path}: {err}; remove it or replace it with a valid image file") from None
-    return arr.reshape(size, size, -1)
+    return np.clip(arr, 0.0, 1.0).reshape(size, size, -1)
 
 
 def image_size_of(path: Path) -> tuple[int, int]:
@@ -38,6 +49,8 @@ def image_size_of(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
+    except Image.DecompressionBombError as err:
+        raise BenchError(f"refusing image {path}: {err}; remove it") from None
     except (UnidentifiedImageError, OSError) as err:
         raise BenchError(f"cannot read image {path}: {err}; remove it or replace it with a valid image file") from None
 
