@@ -59,8 +59,14 @@ def cmd_run(args: list[str]) -> int:
     if not passthrough & set(args):
         from benchmark.runner import preflight
 
-        for cfg in validate_overrides([a for a in args if a not in flags]):
+        from benchmark.config import check_creatable, hydra_output_dir
+
+        plain_args = [a for a in args if a not in flags]
+        for cfg in validate_overrides(plain_args):
             preflight(cfg)
+        multirun = bool(flags & set(args))
+        first = [a.split(",")[0] if "," in a and "=" in a and not a.startswith("hydra.") else a for a in plain_args]
+        check_creatable(hydra_output_dir(first, multirun), "hydra.sweep.dir" if multirun else "hydra.run.dir")
     main = hydra.main(config_path=str(CONFIG_DIR), config_name=ROOT_CONFIG, version_base="1.3")(_hydra_task)
     argv, sys.argv = sys.argv, ["bench run", *args]
     try:

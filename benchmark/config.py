@@ -109,3 +109,40 @@ def validate_overrides(overrides: list[str]) -> list[DictConfig]:
     first = [c[0] for c in choices]
     combos = dict.fromkeys(tuple(first[:i] + [o] + first[i + 1:]) for i, opts in enumerate(choices) for o in opts)
     return [compose(combo) for combo in combos or [()]]
+
+
+def check_creatable(path: str | Path, key: str) -> Path:
+    """``path`` is, or can be made, a writable folder; one-line :class:`BenchError` naming ``key`` otherwise.
+
+    Only a temporary folder inside the nearest existing ancestor is made (and removed) to find out.
+
+    >>> check_creatable("/proc/nope/deeper", "out_dir")
+    Traceback (most recent call last):
+    ...
+    core.errors.BenchError: cannot create out_dir=/proc/nope/deeper: /proc does not accept new folders; pass out_dir=<writable folder>
+    """
+    import tempfile
+
+    path = Path(path)
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        problem = f"{probe} is a file"
+    else:
+        try:
+            Path(tempfile.mkdtemp(dir=probe, prefix=".bench-probe-")).rmdir()
+            return path
+        except OSError:
+            problem = f"{probe} does not accept new folders"
+    raise BenchError(f"cannot create {key}={path}: {problem}; pass {key}=<writable folder>")
+
+
+def hydra_output_dir(overrides: list[str], multirun: bool) -> str:
+    """Where Hydra will write this ``bench run`` (``hydra.run.dir`` or ``hydra.sweep.dir``), resolved now."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(ROOT_CONFIG, overrides=list(overrides), return_hydra_config=True)
+        return str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)

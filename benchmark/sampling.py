@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from benchmark.config import compose
+from benchmark.config import check_creatable, compose
+from core.paths import asset_path
 from core.errors import BenchError
 from methods.stylegan2.checkpoints import load_gan
 
@@ -60,10 +61,10 @@ def sample_command(overrides: list[str]) -> int:
     _positive(cfg, "n", "batch_size")
     if not 0 <= float(cfg.truncation) <= 1:
         raise BenchError(f"truncation must be in [0, 1], got {cfg.truncation}")
+    out = check_creatable(cfg.out_dir, "out_dir")
     device = _device_and_seed(cfg)
-    G, _ = load_gan(str(cfg.gan.checkpoint), device)
+    G, _ = load_gan(str(asset_path(cfg.gan.checkpoint)), device)
     rng = torch.Generator().manual_seed(int(cfg.seed))
-    out = Path(cfg.out_dir)
     truncation = float(cfg.truncation)
     w_mean = G.mean_latent(int(cfg.truncation_samples)) if truncation < 1 else None
     tiles = []
@@ -127,12 +128,12 @@ def invert_command(overrides: list[str]) -> int:
     if cfg.pixel_loss not in ("l1", "mse"):
         raise BenchError(f"pixel_loss must be l1 or mse, got {cfg.pixel_loss!r}")
     files = _input_images(cfg)
+    out = check_creatable(cfg.out_dir, "out_dir")
     device = _device_and_seed(cfg)
-    G, D = load_gan(str(cfg.gan.checkpoint), device, with_discriminator=float(cfg.feature_weight) != 0)
+    G, D = load_gan(str(asset_path(cfg.gan.checkpoint)), device, with_discriminator=float(cfg.feature_weight) != 0)
     if D is None and float(cfg.feature_weight) != 0:
         print(f"note: {cfg.gan.checkpoint} has no discriminator; projecting with the pixel loss only")
     crop = int(cfg.crop) if cfg.crop is not None else None
-    out = Path(cfg.out_dir)
     options = dict(steps=int(cfg.steps), lr=float(cfg.lr), lr_rampup=float(cfg.lr_rampup),
                    lr_rampdown=float(cfg.lr_rampdown), noise_strength=float(cfg.noise_strength),
                    noise_ramp=float(cfg.noise_ramp), noise_reg=float(cfg.noise_reg),

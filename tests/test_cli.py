@@ -70,11 +70,19 @@ def test_every_command_has_help(command, capsys):
     (["run", "method=const_depth", "tracking.uri=http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 does not"),
     (["report", "tracking.uri=http://127.0.0.1:9"], "does not answer"),
     (["run", "method=const_depth", "tracking.uri=sqlite:///not_a_db.db"], "is not an SQLite database"),
+    (["run", "method=const_depth", "hydra.run.dir=/proc/nope"], "cannot create hydra.run.dir=/proc/nope"),
+    (["sample", "n=1", "out_dir=/proc/nope"], "cannot create out_dir=/proc/nope"),
 ])
 def test_bad_input_is_one_line(args, expected, capsys, workdir):
     (workdir / "not_a_db.db").write_bytes(b"these bytes are no database" * 10)
     assert main(args) == 2
     assert expected in one_line_error(capsys.readouterr().err)
+
+
+def test_a_file_named_outputs_is_one_line(workdir, capsys):
+    (workdir / "outputs").write_text("not a folder")
+    assert main(["run", "method=const_depth"]) == 2
+    assert "outputs is a file; pass hydra.run.dir=<writable folder>" in one_line_error(capsys.readouterr().err)
 
 
 def test_missing_dataset_folder_says_how_to_generate(workdir):
