@@ -65,7 +65,7 @@ def cmd_run(args: list[str]) -> int:
         for cfg in validate_overrides(plain_args):
             preflight(cfg)
         multirun = bool(flags & set(args))
-        hydra_args = [a for a in plain_args if a.lstrip("+~").startswith("hydra.")]  # what places the output folder
+        hydra_args = [a for a in plain_args if a.lstrip("+~").startswith(("hydra.", "hydra/"))]  # place the output
         check_creatable(hydra_output_dir(hydra_args, multirun), "hydra.sweep.dir" if multirun else "hydra.run.dir")
     main = hydra.main(config_path=str(CONFIG_DIR), config_name=ROOT_CONFIG, version_base="1.3")(_hydra_task)
     argv, sys.argv = sys.argv, ["bench run", *args]
