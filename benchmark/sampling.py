@@ -18,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from benchmark.config import check_creatable, compose
-from core.paths import asset_path
 from core.errors import BenchError
+from core.paths import asset_path
 from methods.stylegan2.checkpoints import load_gan
 
 __all__ = ["save_latent", "sample_command", "invert_command"]
+
 
 def save_latent(path: Path, w: torch.Tensor, noises: list[torch.Tensor] | None = None) -> None:
     """Write a GAN2Shape latent file: ``{"latent": (1, D) W}`` (plus ``"noise"``: per-layer maps, if given)."""

@@ -29,8 +29,9 @@ def read_image(path: Path, size: int, crop: int | None = None, mode: str = "RGB"
             left, top = (w - side) // 2, (h - side) // 2
             box = (left, top, left + side, top + side)
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greyscale
-                scale = 65535.0 if im.mode.startswith("I;16") or np.asarray(im).max() > 255 else 255.0
-                grey = Image.fromarray(np.asarray(im, dtype=np.float32) / scale, mode="F")
+                values = np.asarray(im, dtype=np.float32)
+                scale = 65535.0 if im.mode.startswith("I;16") or values.max() > 255 else 255.0
+                grey = Image.fromarray(values / scale, mode="F")
                 grey = np.asarray(grey.crop(box).resize((size, size), Image.BILINEAR), dtype=np.float32)
                 arr = np.repeat(grey[..., None], 3 if mode == "RGB" else 1, axis=2)
             else:

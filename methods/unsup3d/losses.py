@@ -165,7 +165,7 @@ def coarse_l1(recon: Tensor, image: Tensor, mask: Tensor, kernel: int = 9) -> Te
     check_shape(recon, "N,3,H,W", "recon")
     check_shape(mask, "N,1,H,W", "mask")
     blur = lambda x: F.avg_pool2d(x, kernel, stride=1, padding=kernel // 2, count_include_pad=False)  # noqa: E731
-    return ((blur(recon * mask) - blur(image * mask)).abs() * mask).sum() / (mask.sum() * 3).clamp_min(1.0)
+    return photometric_l1(blur(recon * mask), blur(image * mask), mask)
 
 
 def _channel(conf: Tensor | None, i: int) -> Tensor | None:

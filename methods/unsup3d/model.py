@@ -50,8 +50,8 @@ class Unsup3dConfig:
         symmetry: render the mirrored canonical depth and albedo too (the flip terms of the loss).
         hard_symmetry: with ``symmetry``, make the canonical depth and albedo exactly symmetric instead (D's and A's
             output maps averaged with their mirror images). The mirrored render then equals the plain one, so it
-            is skipped and the flip terms are 0. Off in the published model; see ``weights/README.md`` for why
-            the CPU recipe uses it.
+            is skipped and the flip terms are 0. Not in the paper and off in both shipped configurations; a
+            diagnostic option (``weights/README.md``, Unsup3d diagnosis, point 9).
         light_frame: ``canonical`` (published: the light moves with the object, the canonical normals are shaded)
             or ``camera`` (the light is fixed to the camera, as in ``synface_proc``: the canonical normals are
             rotated by the predicted view before shading, so the light network need not know the view).
