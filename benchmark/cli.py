@@ -57,16 +57,15 @@ def cmd_run(args: list[str]) -> int:
     flags = {"-m", "--multirun"}
     passthrough = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--package", "-p"}
     if not passthrough & set(args):
+        from benchmark.config import check_creatable, hydra_output_dir
         from benchmark.runner import preflight
 
-        from benchmark.config import check_creatable, hydra_output_dir
-
         plain_args = [a for a in args if a not in flags]
-        for cfg in validate_overrides(plain_args):
-            preflight(cfg)
         multirun = bool(flags & set(args))
         hydra_args = [a for a in plain_args if a.lstrip("+~").startswith(("hydra.", "hydra/"))]  # place the output
         check_creatable(hydra_output_dir(hydra_args, multirun), "hydra.sweep.dir" if multirun else "hydra.run.dir")
+        for cfg in validate_overrides(plain_args):
+            preflight(cfg)
     main = hydra.main(config_path=str(CONFIG_DIR), config_name=ROOT_CONFIG, version_base="1.3")(_hydra_task)
     argv, sys.argv = sys.argv, ["bench run", *args]
     try:

@@ -188,8 +188,9 @@ def check_run_settings(cfg: DictConfig) -> None:
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Config checks that need no data: setting types and ranges, known names, accepted arguments and the
-    method's own value checks (``check_settings``), an available device, a usable tracking store.
+    """Checks before any work: setting types and ranges, known names, accepted arguments and the method's own
+    value checks (``check_settings``), the experiment's split present (for experiments with ``reads_split``), an
+    available device, a usable tracking store.
 
     Mistakes found here are config errors and never open an MLflow run.
     """
@@ -202,6 +203,8 @@ def preflight(cfg: DictConfig) -> None:
     check_args(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.experiment.split), f"dataset={cfg.dataset.name}")
     resolve_device(cfg.device.type)
     tracking.resolve_uri(cfg.tracking.uri)  # a writable store, or a server that answers
+    if getattr(EXPERIMENTS.get(cfg.experiment.name), "reads_split", False):
+        open_split(cfg, cfg.experiment.split, limit=1)  # a missing or empty dataset
 
 
 def run(cfg: DictConfig, command: str = "python API", *, tags: Mapping[str, Any] | None = None,

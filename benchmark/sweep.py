@@ -27,6 +27,7 @@ When the study has its trials, the best parameters are written as ``configs/tune
 
 from __future__ import annotations
 
+import fnmatch
 import shlex
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,6 +38,7 @@ from benchmark import tracking
 from benchmark.config import CONFIG_DIR, compose, config_groups
 from benchmark.runner import plain, preflight
 from core.errors import BenchError
+from core.registry import EXPERIMENTS
 
 PARENT_TAG = "sweep.parent"
 FINISHED = ("COMPLETE", "PRUNED")
@@ -65,6 +67,56 @@ def suggest(trial, key: str, spec: Mapping[str, Any]) -> Any:
     if kind == "categorical":
         return trial.suggest_categorical(key, list(spec["choices"]))
     raise BenchError(f"sweep.params.{key}: type must be float, int or categorical, got {kind!r}")
+
+
+def search_space(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``sweep.params`` as ``{config key: spec}``. Keys may be dotted (``method.lr: {...}`` in a file) or nested, as
+    Hydra builds them from ``+sweep.params.method.lr={type:float,low:1e-4,high:1e-2}`` on the command line.
+
+    >>> search_space({"a.b": {"type": "int", "low": 0, "high": 1}, "c": {"d": {"type": "categorical", "choices": [1]}}})
+    {'a.b': {'type': 'int', 'low': 0, 'high': 1}, 'c.d': {'type': 'categorical', 'choices': [1]}}
+    """
+    out: dict[str, Any] = {}
+    for key, spec in params.items():
+        name = f"{prefix}{key}"
+        nested = isinstance(spec, Mapping) and spec and all(isinstance(v, Mapping) for v in spec.values())
+        if nested and "type" not in spec:
+            out.update(search_space(spec, f"{name}."))
+        else:
+            out[name] = spec
+    return out
+
+
+def check_space(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse a wrong search space or metric before the first trial (and before the study's parent run opens):
+    unknown types, missing or reversed bounds, a log scale through zero, empty choices, keys the config lacks."""
+    sw = cfg.sweep
+    for key, spec in search_space(plain(sw.params)).items():
+        where = f"sweep.params.{key}"
+        if not isinstance(spec, Mapping):
+            raise BenchError(f"{where} must be a mapping such as {{type: float, low: 0.1, high: 1.0}}, got {spec!r}")
+        kind = spec.get("type")
+        if kind in ("float", "int"):
+            low, high = spec.get("low"), spec.get("high")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+                raise BenchError(f"{where}: a {kind} range needs numeric low and high, got low={low!r} high={high!r}")
+            if low > high:
+                raise BenchError(f"{where}: low {low} is above high {high}; swap them")
+            if spec.get("log") and low <= 0:
+                raise BenchError(f"{where}: a log scale needs low > 0, got {low}")
+            probe = low
+        elif kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, (list, tuple)) or not choices:
+                raise BenchError(f"{where}: categorical needs a non-empty list of choices, got {choices!r}")
+            probe = choices[0]
+        else:
+            raise BenchError(f"{where}: type must be float, int or categorical, got {kind!r}")
+        preflight(compose([*overrides, override(key, probe)]))  # an unknown key names its nearest spelling
+    known = getattr(EXPERIMENTS.get(cfg.experiment.name), "summary_metrics", None)
+    if known is not None and not any(fnmatch.fnmatchcase(str(sw.metric), pattern) for pattern in known):
+        raise BenchError(f"sweep.metric {sw.metric} is not a summary metric of experiment {cfg.experiment.name}; "
+                         f"choose one of {', '.join(known)}")
 
 
 def override(key: str, value: Any) -> str:
@@ -239,6 +291,7 @@ def sweep_command(overrides: list[str]) -> int:
     if sw.direction not in ("minimize", "maximize") or not sw.params:
         raise BenchError("sweep.direction must be minimize or maximize and sweep.params must name at least one key")
     preflight(cfg)
+    check_space(cfg, overrides)
     name, n_trials = str(sw.name), int(sw.n_trials)
     store = storage(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -257,7 +310,7 @@ def sweep_command(overrides: list[str]) -> int:
             trial.set_user_attr("surplus", True)
             study.stop()
             raise Surplus(f"trial {trial.number} started after the study had its {n_trials} trials")
-        params = {str(k): suggest(trial, str(k), plain(spec)) for k, spec in sw.params.items()}
+        params = {k: suggest(trial, k, spec) for k, spec in search_space(plain(sw.params)).items()}
         trial_overrides = [*overrides, *(override(k, v) for k, v in params.items())]
         tcfg = compose(trial_overrides)
 

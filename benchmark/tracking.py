@@ -167,6 +167,7 @@ def client(uri: str | None):
     with store_lock(uri), contextlib.redirect_stderr(io.StringIO()):
         found = MlflowClient(tracking_uri=uri)
         found.search_experiments(max_results=1)
+    close_orphans(found)
     return found
 
 
@@ -180,14 +181,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def close_orphans(client, experiment_id: str) -> list[str]:
-    """End FAILED the RUNNING runs of this host whose process is gone (killed with SIGKILL, out of memory, ...), so
-    no run stays RUNNING for ever; sweep parent runs, which belong to a study rather than a process, are left.
-    Returns the run ids it closed."""
+def close_orphans(client) -> list[str]:
+    """End FAILED the RUNNING runs of this host, in every experiment of the store, whose process is gone (killed
+    with SIGKILL, out of memory, ...), so no run stays RUNNING for ever; sweep parent runs, which belong to a study
+    rather than a process, are left. Every ``bench`` command that opens the store calls it. Returns the closed ids."""
     host = socket.gethostname()
     closed = []
-    for run in client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = "
-                                  f"'{host}'", max_results=1000):
+    ids = [e.experiment_id for e in client.search_experiments(max_results=50000)]
+    runs = client.search_runs(ids, filter_string=f"attributes.status = 'RUNNING' and tags.host = '{host}'",
+                              max_results=5000) if ids else []
+    for run in runs:
         pid = run.data.tags.get("pid", "")
         if not pid.isdigit() or "sweep.parent" in run.data.tags or _alive(int(pid)):
             continue
@@ -215,19 +218,24 @@ def open_run(uri: str | None, experiment: str, run_name: str, params: Mapping[st
         except MlflowException as err:
             raise BenchError(f"cannot use MLflow store {uri}: {err.message.splitlines()[0]}; check tracking.uri "
                              "or MLFLOW_TRACKING_URI") from None
-    close_orphans(client, experiment_id)
     tracker = Tracker(client, run.info.run_id)
-    import torch
+    try:
+        close_orphans(client)
+        import torch
+        from mlflow.entities import Param
 
-    base_tags = {"git_commit": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
-                 "python": platform.python_version(), "torch": torch.__version__, "mlflow.runName": run_name}
-    tracker.set_tags({**base_tags, **tags})
-    from mlflow.entities import Param
-
-    flat = {k: ("null" if v is None else str(v)[:6000]) for k, v in params.items()}
-    items = [Param(k, v) for k, v in flat.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run.info.run_id, params=items[i:i + 100])
+        base_tags = {"git_commit": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
+                     "python": platform.python_version(), "torch": torch.__version__, "mlflow.runName": run_name}
+        tracker.set_tags({**base_tags, **tags})
+        flat = {k: ("null" if v is None else str(v)[:6000]) for k, v in params.items()}
+        items = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            client.log_batch(run.info.run_id, params=items[i:i + 100])
+    except BaseException as err:  # a run that fails while opening ends FAILED with its real error
+        with contextlib.suppress(Exception):
+            client.set_tag(run.info.run_id, "error", f"{type(err).__name__} while opening the run: {err}"[:5000])
+            client.set_terminated(run.info.run_id, status="FAILED")
+        raise
     return tracker
 
 

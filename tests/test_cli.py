@@ -1,5 +1,6 @@
 """The `bench` command: listing, help, runs, reports and every bad-input case of the spine issue."""
 
+import sqlite3
 
 import pytest
 
@@ -72,11 +73,16 @@ def test_every_command_has_help(command, capsys):
     (["run", "method=const_depth", "tracking.uri=sqlite:///not_a_db.db"], "is not an SQLite database"),
     (["run", "method=const_depth", "hydra.run.dir=/proc/nope"], "cannot create hydra.run.dir=/proc/nope"),
     (["sample", "n=1", "out_dir=/proc/nope"], "cannot create out_dir=/proc/nope"),
+    (["run", "method=const_depth", "dataset.root=no_dataset_here"], "synface_proc dataset not found (no meta.json)"),
 ])
 def test_bad_input_is_one_line(args, expected, capsys, workdir):
     (workdir / "not_a_db.db").write_bytes(b"these bytes are no database" * 10)
     assert main(args) == 2
     assert expected in one_line_error(capsys.readouterr().err)
+    store = workdir / "mlflow.db"
+    if store.exists():  # checks made up front open no run; later ones close theirs FAILED
+        with sqlite3.connect(store) as db:
+            assert db.execute("SELECT COUNT(*) FROM runs WHERE status = 'RUNNING'").fetchone() == (0,)
 
 
 def test_a_file_named_outputs_is_one_line(workdir, capsys):

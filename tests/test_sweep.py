@@ -197,11 +197,28 @@ def test_bad_sweep_input_is_a_clear_error(workdir, tiny_synface, capsys):
 
     assert main(["sweep", *tiny_overrides(tiny_synface)]) == 2
     assert "needs a search space: sweep=<name>" in capsys.readouterr().err
-    assert main(["sweep", *SWEEP, *tiny_overrides(tiny_synface), "sweep.metric=nope", "sweep.n_trials=1",
-                 f"sweep.best_config={workdir / 'b.yaml'}"]) == 2
-    assert "sweep.metric nope is not a summary metric" in capsys.readouterr().err
     assert main(["sweep", *SWEEP, *tiny_overrides(tiny_synface), "sweep.storage=nosuchdb://x"]) == 2
     assert "cannot open Optuna storage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sweep.metric=nope", "sweep.metric nope is not a summary metric of experiment shape_recon; choose one of"),
+    ("+sweep.params.method.shape_prior.near={type:cube}", "type must be float, int or categorical, got 'cube'"),
+    ("+sweep.params.method.shape_prior.near={type:float,low:0.95,high:0.9}", "low 0.95 is above high 0.9; swap"),
+    ("+sweep.params.method.shape_prior.near={type:float,low:0,high:1,log:true}", "a log scale needs low > 0"),
+    ("+sweep.params.method.shape_prior.near={type:float,low:a,high:1}", "needs numeric low and high"),
+    ("+sweep.params.method.shape_prior.skale={type:float,low:0.5,high:1}", "did you mean 'method.shape_prior.scale'"),
+    ("+sweep.params.method.shape_prior.kind={type:categorical,choices:[]}", "non-empty list of choices"),
+])
+def test_wrong_search_space_fails_before_the_first_trial(workdir, tiny_synface, capsys, override, message):
+    """Caught up front: no trial, no study, no MLflow run (so none left RUNNING)."""
+    from benchmark.cli import main
+
+    assert main(["sweep", *SWEEP, *tiny_overrides(tiny_synface), override, "sweep.n_trials=1",
+                 f"sweep.best_config={workdir / 'b.yaml'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (workdir / "optuna.db").exists() and not _runs(workdir)
 
 
 @pytest.mark.slow

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +21,7 @@ from benchmark.datasets.synface_proc import FORMAT_VERSION, SynfaceProc, _open_n
 from core.errors import BenchError, DatasetMissingError
 from core.registry import DATASETS
 from methods.renderer.camera import intrinsics
+from tests.conftest import REPO
 
 TINY = dict(train_size=12, val_size=6, test_size=8, image_size=32, shard_size=8, images_per_identity=3, progress=False)
 
@@ -115,6 +122,49 @@ def test_worker_processes_give_the_same_bytes(tmp_path):
     meta = generate(tmp_path / "two", workers=2, **kw)
     assert meta["workers"] == 2 and meta["rendered_images"] == 6
     _assert_same(_read_split(tmp_path / "one", "train"), _read_split(tmp_path / "two", "train"))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_worker_processes_end_when_the_generator_is_killed(tmp_path):
+    """SIGKILL the generating process: its render workers end within seconds instead of rendering on as orphans."""
+    code = ("from benchmark.datasets.synface_proc import generate; generate(%r, train_size=600, val_size=0, "
+            "test_size=0, shard_size=100, workers=2, progress=False)" % str(tmp_path / "ds"))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while len(_children(proc.pid)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, "the generator never started its workers"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        deadline = time.time() + 20
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_meta_mismatch_is_an_error(tiny):

@@ -162,3 +162,35 @@ def test_a_killed_runs_mlflow_run_is_closed_failed_by_the_next_run(workdir):
         assert client.get_run(tracker.run_id).info.status == "RUNNING"  # a live run is left alone
     killed = client.get_run(run_id)
     assert killed.info.status == "FAILED" and "ended without closing the run" in killed.data.tags["error"]
+
+
+def test_a_killed_run_is_closed_by_any_command_on_the_store(workdir):
+    """Whatever experiment the killed run belongs to, the next command that opens the store (here `bench report`,
+    which opens no run of its own) ends it FAILED."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    code = ("import os; from benchmark import tracking; "
+            f"t = tracking.open_run('{uri}', 'elsewhere', 'killed', {{}}, {{}}); print(t.run_id, flush=True); "
+            "os._exit(0)")
+    dead = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    run_id = dead.stdout.strip().splitlines()[-1]
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    report = bench("report", f"tracking.uri={uri}", f"report.out_dir={workdir / 'rep'}", cwd=workdir)
+    assert client.get_run(run_id).info.status == "FAILED", report.stderr[-2000:]
+
+
+def test_a_run_that_fails_while_opening_ends_failed_with_its_error(workdir, monkeypatch):
+    from benchmark import tracking
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+
+    def broken(self, tags):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tracking.Tracker, "set_tags", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tracking.open_run(uri, "opening", "broken", {}, {})
+    (run,) = MlflowClient(tracking_uri=uri).search_runs([MlflowClient(tracking_uri=uri).get_experiment_by_name(
+        "opening").experiment_id])
+    assert run.info.status == "FAILED" and "OSError while opening the run: disk full" in run.data.tags["error"]

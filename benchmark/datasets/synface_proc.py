@@ -53,6 +53,7 @@ import json
 import math
 import os
 import struct
+import threading
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -301,6 +302,17 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------------------
 # Generation
 # ----------------------------------------------------------------------------------------------------------------
+def _exit_with_parent(parent: int) -> None:
+    """Process-pool initializer: a worker ends itself within a second once its parent is gone (killed, even by
+    SIGKILL), instead of rendering on as an orphan."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _render_to_file(args) -> int:
     cfg, split, shard, path = args
     arrays = render_shard(cfg, split, shard)
@@ -387,7 +399,8 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
         else:
             import multiprocessing as mp
 
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                     initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
                 for future in as_completed([pool.submit(_render_to_file, t[:4]) for t in todo]):
                     n = future.result()
                     rendered += n

@@ -135,3 +135,9 @@ def face_rotation(ctx) -> dict[str, float]:
     print(f"{cfg.method.name}: identity {summary['identity_mean']:.4f} ± {summary['identity_std']:.4f} over "
           f"{len(seeds)} sources x {len(yaw)} angles, {summary['time_per_source_s']:.1f} s per source")
     return summary
+
+
+# what a sweep may optimise (checked before its first trial); the yaw figures need experiment.yaw_regressor
+face_rotation.summary_metrics = ("n_sources", "n_angles", "time_per_source_s", "time_prepare_s", "identity_mean",
+                                 "identity_std", "identity_min", "identity_sources", "identity_angles",
+                                 "yaw_error_mean_deg", "yaw_slope")

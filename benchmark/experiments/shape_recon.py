@@ -123,3 +123,9 @@ def shape_recon(ctx) -> dict[str, float]:
     ctx.tracker.log_metrics(summary)
     report_page(ctx, state["pages"])
     return summary
+
+
+shape_recon.reads_split = True  # bench run checks the split exists before opening a run
+# what a sweep may optimise (checked before its first trial); time_<phase>_s depends on the method
+shape_recon.summary_metrics = ("n_images", "side_mean", "side_std", "mad_mean", "mad_std", "mad_exact_mean",
+                               "mad_exact_std", "n_empty_mask", "time_*_s")

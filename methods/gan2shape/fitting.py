@@ -114,8 +114,9 @@ class StageCheckpoint:
         self.folder, self.key = Path(folder), key
         self.weights, self.meta = self.folder / "stage.safetensors", self.folder / "stage.json"
 
-    def load(self, nets: Networks) -> tuple[int, Tensor] | None:
-        """``(next_stage, rng_state)`` after loading the weights into ``nets``, or None if nothing matches."""
+    def load(self, nets: Networks, timings: Timings | None = None) -> tuple[int, Tensor] | None:
+        """``(next_stage, rng_state)`` after loading the weights into ``nets``, or None if nothing matches.
+        ``timings`` gets back the seconds each phase took before the checkpoint, so a resumed image keeps them."""
         if not (self.weights.is_file() and self.meta.is_file()):
             return None
         meta = json.loads(self.meta.read_text())
@@ -124,6 +125,9 @@ class StageCheckpoint:
         tensors = load_file(str(self.weights))
         rng = tensors.pop("__rng_state__")
         nets.load_state_dict(tensors)
+        if timings is not None:
+            for phase, seconds in meta.get("seconds", {}).items():
+                timings.seconds[phase] += float(seconds)
         return int(meta["next_stage"]), rng
 
     def save(self, nets: Networks, next_stage: int, rng: torch.Generator, timings: Timings) -> None:

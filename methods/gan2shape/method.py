@@ -226,7 +226,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         rng = torch.Generator().manual_seed(self.seed * 100003 + index)
         checkpoint = StageCheckpoint(folder, self.key)
         timings = Timings()
-        resumed = checkpoint.load(nets)
+        resumed = checkpoint.load(nets, timings)
         start = 0
         if resumed is not None:
             start, state = resumed

@@ -95,7 +95,7 @@ def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom
     rank, world = _distributed()
     rng = torch.Generator()
     timings, start = Timings(), 0
-    resumed = checkpoint.load(nets) if checkpoint is not None else None
+    resumed = checkpoint.load(nets, timings) if checkpoint is not None else None
     if resumed is not None:
         start = resumed[0]
     elif prefit_iters > 0:

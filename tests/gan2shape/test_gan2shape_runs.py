@@ -84,6 +84,7 @@ def test_run_resumes_after_kill_between_stages_and_writes_outputs(tiny_synface, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(killed_work.glob("gan2shape/*/*/result.safetensors")), "killed before the result was written"
+    before = json.loads(stage.read_text())["seconds"]  # phase timings up to the stage-1 checkpoint
 
     resumed = bench(*_run_args(tiny_synface, tiny_gan, killed_work), cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -92,6 +93,8 @@ def test_run_resumes_after_kill_between_stages_and_writes_outputs(tiny_synface, 
     (a, folder), (b, _) = _result(killed_work), _result(tmp_path / "fresh")
     for key in a:  # the resumed run continued from the stage-1 checkpoint and ended exactly where an unbroken one does
         assert torch.equal(a[key], b[key]), key
+    after = json.loads((folder / "timings.json").read_text())  # the resumed image kept the time spent before the kill
+    assert before and all(after[phase] >= seconds > 0 for phase, seconds in before.items()), (before, after)
 
     out = folder / "outputs"
     import trimesh
