@@ -193,7 +193,8 @@ def storage(cfg: DictConfig):
                               grace_period=int(cfg.sweep.grace_s), heartbeat_stale_trial_callback=on_stale)
     except (optuna.exceptions.StorageInternalError, ImportError, ValueError, SQLAlchemyError) as err:
         raise BenchError(f"cannot open Optuna storage {url}: {str(err).splitlines()[0]}; check sweep.storage (an "
-                         "SQLAlchemy URL such as postgresql://user:pass@host/db, with its driver installed)") from None
+                         "SQLAlchemy URL such as postgresql://user:pass@host/db, with its driver: pip install "
+                         "'gan2shape-bench[postgres]')") from None
 
 
 def stale_trial(cfg: DictConfig, trial) -> None:
@@ -229,7 +230,9 @@ def parent_run(cfg: DictConfig, study_name: str, storage_url: str, command: str)
               "sweep.n_trials": cfg.sweep.n_trials, "sweep.sampler": cfg.sweep.sampler, "sweep.pruner": cfg.sweep.pruner}
     mine = tracking.open_run(cfg.tracking.uri, cfg.tracking.experiment, f"sweep-{study_name}", params, tags).run_id
     winner = existing()[0].info.run_id  # includes ours; a racing worker's earlier run wins and ours goes
-    if winner != mine:
+    if winner != mine:  # ended first, so that no deleted run is left RUNNING
+        client.set_tag(mine, "note", f"duplicate of parent run {winner}, created by a worker starting at the same time")
+        client.set_terminated(mine, status="KILLED")
         client.delete_run(mine)
     return winner
 

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,10 +26,24 @@ def _runs(workdir: Path, experiment: str = "sweep_ellipsoid_prior"):
     return client.search_runs([found.experiment_id], run_view_type=3, max_results=500) if found else []
 
 
-def _study(workdir: Path, name: str = "ellipsoid_prior"):
+def _study(workdir: Path, name: str = "ellipsoid_prior", url: str | None = None):
     import optuna
 
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=url or f"sqlite:///{workdir / 'optuna.db'}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, workdir) -> tuple[str, str]:
+    """``(storage url, study name)``: a sqlite file in the work folder, or a fresh study on the PostgreSQL server
+    that ``.ci/run`` starts and names in BENCH_TEST_POSTGRES_URL (a developer without one skips those cases). The
+    tests quote the url for Hydra: a socket url's ``?host=/path`` holds an ``=``."""
+    if request.param == "sqlite":
+        return f"sqlite:///{workdir / 'optuna.db'}", "ellipsoid_prior"
+    url = os.environ.get("BENCH_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: .ci/run starts one; or set BENCH_TEST_POSTGRES_URL=postgresql://...")
+    pytest.importorskip("psycopg", reason="PostgreSQL storage needs a driver: pip install 'psycopg[binary]'")
+    return url, f"test_{os.getpid()}_{time.time_ns()}"
 
 
 def _states(study) -> dict[str, int]:
@@ -103,18 +116,19 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _running_trial_with_run(db: Path):
-    """(number of finished trials, a RUNNING trial's id) once a trial runs and another has finished."""
-    if not db.is_file():
+def _running_trial_with_run(url: str, name: str):
+    """(number of finished trials, a RUNNING trial's number) once a trial runs and another has finished."""
+    import optuna
+
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         return None
     try:
-        with sqlite3.connect(db, timeout=5) as con:
-            done = con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0]
-            running = con.execute("select t.trial_id from trials t join trial_user_attributes a on "
-                                  "a.trial_id=t.trial_id where t.state='RUNNING' and a.key='mlflow_run_id'").fetchall()
-    except sqlite3.OperationalError:
+        trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    except Exception:  # the study or its tables do not exist yet
         return None
-    return (done, running[0][0]) if done >= 1 and running else None
+    done = sum(t.state.name == "COMPLETE" for t in trials)
+    running = [t.number for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+    return (done, running[0]) if done >= 1 and running else None
 
 
 def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -125,22 +139,24 @@ def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_restart_continues_the_study(workdir, tiny_synface):
+def test_sigkill_mid_trial_then_restart_continues_the_study(workdir, tiny_synface, store):
     """Finished trials are kept, the killed one is FAIL (its MLflow run FAILED) and retried, nothing stays RUNNING."""
+    url, name = store
     args = ["sweep", *SWEEP, *tiny_overrides(tiny_synface), "eval.batch_size=1", "sweep.n_trials=3",
-            "sweep.heartbeat_s=1", "sweep.grace_s=2", f"sweep.best_config={workdir / 'b.yaml'}"]
+            "sweep.heartbeat_s=1", "sweep.grace_s=2", f"sweep.best_config={workdir / 'b.yaml'}",
+            f"sweep.storage='{url}'", f"sweep.name={name}"]
     worker = _popen(args, workdir)
     try:
-        done, _ = _wait_for(lambda: _running_trial_with_run(workdir / "optuna.db"), 300, "a trial mid-run")
+        done, _ = _wait_for(lambda: _running_trial_with_run(url, name), 300, "a trial mid-run")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
-    before = {t.number: t.value for t in _study(workdir).trials if t.state.name == "COMPLETE"}
+    before = {t.number: t.value for t in _study(workdir, name, url).trials if t.state.name == "COMPLETE"}
     assert len(before) == done >= 1
     time.sleep(3)  # past the grace period: the killed worker's trial is stale
     result = bench(*args, cwd=workdir, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
-    study = _study(workdir)
+    study = _study(workdir, name, url)
     states = _states(study)
     assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 3 and states.get("FAIL") == 1
     after = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
@@ -150,21 +166,23 @@ def test_sigkill_mid_trial_then_restart_continues_the_study(workdir, tiny_synfac
     assert len(retried) == 1 and retried[0].params == failed.params
     runs = {r.info.run_id: r for r in _runs(workdir)}
     assert runs[failed.user_attrs["mlflow_run_id"]].info.status == "FAILED"
-    assert "worker lost" in runs[failed.user_attrs["mlflow_run_id"]].data.tags["error"]
+    error = runs[failed.user_attrs["mlflow_run_id"]].data.tags["error"]  # closed by whichever noticed first:
+    assert "worker lost" in error or "ended without closing the run" in error  # the stale trial, or the host's pid
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
     assert len([r for r in runs.values() if "sweep.parent" in r.data.tags]) == 1
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study(workdir, tiny_synface):
-    """Two processes on one sqlite study finish exactly N trials, each with one MLflow run, under one parent."""
+def test_two_workers_share_one_study(workdir, tiny_synface, store):
+    """Two processes on one study finish exactly N trials, each with one MLflow run, under one parent."""
+    url, name = store
     n = 6
     args = ["sweep", *SWEEP, *tiny_overrides(tiny_synface), f"sweep.n_trials={n}",
-            f"sweep.best_config={workdir / 'b.yaml'}"]
+            f"sweep.best_config={workdir / 'b.yaml'}", f"sweep.storage='{url}'", f"sweep.name={name}"]
     workers = [_popen([*args, f"sweep.seed={seed}"], workdir) for seed in (0, 100)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
-    study = _study(workdir)
+    study = _study(workdir, name, url)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     surplus = [t for t in study.trials if t.user_attrs.get("surplus")]
     assert len(finished) == n and len(study.trials) == n + len(surplus)
@@ -172,24 +190,9 @@ def test_two_workers_share_one_study(workdir, tiny_synface):
     children = [r for r in runs if "sweep.parent" not in r.data.tags]
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == sorted(t.number for t in finished)
     assert len({t.user_attrs["mlflow_run_id"] for t in finished}) == n
-    assert len([r for r in runs if "sweep.parent" in r.data.tags]) == 1
+    # one parent (workers racing on a server store may each open one: the later is ended and deleted)
+    assert len([r for r in runs if "sweep.parent" in r.data.tags and r.info.lifecycle_stage == "active"]) == 1
     assert not [r for r in runs if r.info.status == "RUNNING"]
-
-
-def test_postgresql_storage(workdir, tiny_synface):
-    """Runs against a real PostgreSQL server when BENCH_TEST_POSTGRES_URL names one; skipped otherwise."""
-    url = os.environ.get("BENCH_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("no PostgreSQL server: set BENCH_TEST_POSTGRES_URL=postgresql://user:pass@host/db to run this")
-    pytest.importorskip("psycopg2", reason="PostgreSQL storage needs a driver: pip install psycopg2-binary")
-    from benchmark.cli import main
-
-    name = f"pg_test_{os.getpid()}_{int(time.time())}"
-    assert main(["sweep", *SWEEP, *tiny_overrides(tiny_synface), "sweep.n_trials=2", f"sweep.name={name}",
-                 f"sweep.storage={url}", f"sweep.best_config={workdir / 'b.yaml'}"]) == 0
-    import optuna
-
-    assert len(optuna.load_study(study_name=name, storage=url).trials) == 2
 
 
 def test_bad_sweep_input_is_a_clear_error(workdir, tiny_synface, capsys):
@@ -228,6 +231,21 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(workdir, tiny_synface):
                    "eval.limit=5", *tiny_overrides(tiny_synface), cwd=workdir, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    runs = _runs(workdir, "shape_recon")
+    assert sorted((r.data.tags["method"], r.info.status) for r in runs) == [("const_depth", "FINISHED"),
+                                                                           ("ellipsoid", "FINISHED")]
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_two_jobs(workdir, tiny_synface):
+    """Hydra's submitit launcher in its local mode: the SLURM path (job pickling, submission folders, result
+    collection) up to the scheduler. Two methods, two submitit jobs, two finished MLflow runs."""
+    result = bench("run", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                   "hydra.launcher.cpus_per_task=1", "method=const_depth,ellipsoid", "eval.limit=5",
+                   *tiny_overrides(tiny_synface), cwd=workdir, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Submitit 'local' sweep output dir" in result.stdout + result.stderr
+    assert len(list(workdir.rglob(".submitit/*/*_submitted.pkl"))) == 2
     runs = _runs(workdir, "shape_recon")
     assert sorted((r.data.tags["method"], r.info.status) for r in runs) == [("const_depth", "FINISHED"),
                                                                            ("ellipsoid", "FINISHED")]

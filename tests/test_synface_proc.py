@@ -124,6 +124,28 @@ def test_worker_processes_give_the_same_bytes(tmp_path):
     _assert_same(_read_split(tmp_path / "one", "train"), _read_split(tmp_path / "two", "train"))
 
 
+def test_corrupted_bytes_inside_an_intact_shard_are_caught(tiny, tmp_path, capsys):
+    """A flipped byte in an image array keeps the zip readable (members are stored, not compressed): the sha256 in
+    meta.json catches it, the loader refuses the shard and bench data renders it again."""
+    copy = tmp_path / "copy"
+    generate(copy, seed=3, **TINY)
+    before = _read_split(copy, "test")
+    shard = copy / "test" / "shard_00000.npz"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert _open_npz(shard)["image"].shape[0] == 8  # still a well-formed npz
+    loaded = SynfaceProc(copy, "test")
+    with pytest.raises(BenchError, match="does not match its checksum in meta.json.*bench data"):
+        loaded[0]
+    meta = generate(copy, seed=3, **TINY)
+    assert "does not match its checksum" in capsys.readouterr().err
+    assert meta["rendered_images"] == 8 and sorted(meta["checksums"]) == [
+        "test/shard_00000.npz", "train/shard_00000.npz", "train/shard_00001.npz", "val/shard_00000.npz"]
+    _assert_same(before, _read_split(copy, "test"))
+    SynfaceProc(copy, "test")[0]
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

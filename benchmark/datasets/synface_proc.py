@@ -7,7 +7,8 @@ On disk (``root``)::
 
     meta.json                    {"format_version", "config": {...}, "splits": {"train": {...}, "val": {...},
                                   "test": {...}},
-                                  "identities": {...}, "images_per_second", ...}
+                                  "identities": {...}, "checksums": {"test/shard_00000.npz": <sha256>, ...},
+                                  "images_per_second", ...}
     train/shard_00000.npz ...    uncompressed npz, ``shard_size`` images each (the last one may be shorter)
     val/shard_00000.npz ...      validation split (model selection, early stopping, sweeps)
     test/shard_00000.npz ...
@@ -48,11 +49,13 @@ yields the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
 import os
 import struct
+import sys
 import threading
 import time
 import zipfile
@@ -260,6 +263,19 @@ def _write_json(path: Path, obj: dict) -> None:
     _write_atomic(path, lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shard_key(split: str, shard: int) -> str:
+    """A shard's key in ``meta.json``'s ``checksums``: ``<split>/shard_<k>.npz``."""
+    return f"{split}/shard_{shard:05d}.npz"
+
+
 def _shard_ok(path: Path, n: int) -> bool:
     """A shard file is complete (written atomically) and holds ``n`` images."""
     if not path.is_file():
@@ -335,7 +351,7 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
                   head_scale)
     root = Path(root)
     meta_path = root / "meta.json"
-    upgrade = False
+    upgrade, known = False, {}
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
@@ -343,6 +359,7 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BenchError(f"synface_proc: cannot read {meta_path} ({exc}); delete the folder {root} or choose "
                              f"another dataset.root") from None
+        known = dict(old.get("checksums") or {})  # sha256 per shard (datasets made before them have none)
         upgrade = "val_size" not in old_cfg  # made before the validation split: train/test kept, val added
         if upgrade:
             old_cfg["val_size"] = cfg["val_size"]
@@ -371,15 +388,20 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
                             "depth": "z of the first hit at the pixel centre; background = far_depth"}}
     if not meta_path.exists() or upgrade:
         _write_json(meta_path, meta)
-    todo, done = [], 0
+    todo, done, sums = [], 0, {}
     for split in SPLITS:
         for k in range(splits[split]["shards"]):
-            path = _shard_path(root, split, k)
+            path, key = _shard_path(root, split, k), _shard_key(split, k)
             n = min(cfg["shard_size"], cfg[f"{split}_size"] - k * cfg["shard_size"])
             if _shard_ok(path, n):
-                done += n
-            else:
-                todo.append((cfg, split, k, str(path), n))
+                sums[key] = _sha256(path)
+                if known.get(key, sums[key]) == sums[key]:
+                    done += n
+                    continue
+                print(f"synface_proc: {path} does not match its checksum in meta.json (corrupted); rendering it again",
+                      file=sys.stderr)
+                del sums[key]
+            todo.append((cfg, split, k, str(path), n))
     total = sum(cfg[f"{split}_size"] for split in SPLITS)
     if workers is None:  # processes only pay off (start-up ~3 s each) for several large shards
         big = sum(t[4] for t in todo) >= 1024
@@ -410,6 +432,9 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - start
+    for _, split, k, path, _ in todo:
+        sums[_shard_key(split, k)] = _sha256(Path(path))
+    meta["checksums"] = dict(sorted(sums.items()))  # bench data and the loader check shards against them
     meta["complete"] = True
     meta["rendered_images"] = rendered
     meta["seconds"] = round(elapsed, 3)
@@ -478,6 +503,11 @@ class SynfaceProc(Dataset):
 
     def _shard(self, k: int) -> dict[str, np.ndarray]:
         if k not in self._shards:
+            expected = (self.meta.get("checksums") or {}).get(_shard_key(self.split, k))
+            if expected is not None and _sha256(self._paths[k]) != expected:
+                raise BenchError(f"synface_proc: {self._paths[k]} does not match its checksum in meta.json "
+                                 f"(corrupted); re-render it with: bench data dataset=synface_proc "
+                                 f"dataset.root={self.root}")
             try:
                 self._shards[k] = _open_npz(self._paths[k])
             except (OSError, ValueError, zipfile.BadZipFile, struct.error, KeyError) as exc:
