@@ -79,7 +79,8 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
     limit = cfg.train.get("limit")
     ctx = TrainContext(settings=settings, device=device, seed=int(cfg.seed), load_split=_load_split(cfg, loaded),
                        dataset_name=cfg.dataset.name, train_split=str(cfg.train.split),
-                       train_limit=None if limit is None else int(limit))
+                       train_limit=None if limit is None else int(limit),
+                       evaluation={**plain(cfg.get("eval") or {}), "samples": int(cfg.tracking.samples)})
     recipe = recipe_cls(ctx)
     iterations, out_dir = int(cfg.train.iterations), Path(cfg.train.out_dir)
     ckpt = out_dir / "checkpoint.pt"
@@ -98,6 +99,9 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
     with tracking.start_run(cfg.tracking.uri, cfg.tracking.experiment, f"{cfg.model.name}-{cfg.dataset.name}",
                             tracking.flatten(plain(cfg)), tags) as tracker:
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        reference = recipe.reference_metrics(state)
+        if reference:
+            tracker.log_metrics(reference, step=state.step)
 
         def checkpoint() -> None:
             state.extra["wall_time_s"] = wall_before + time.time() - started

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from benchmark import tracking
 from benchmark.runner import device_name, open_split, plain, seed_everything
+from core.registry import TRAINERS
 
 __all__ = ["train_gan2shape_pretrain", "state_digest"]
 
@@ -35,6 +36,7 @@ def state_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+@TRAINERS.register("gan2shape_pretrain")  # a job: bench train runs it as is, not on the driver
 def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
     from benchmark.runner import init_distributed
     from methods.base import PrepareContext

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark import tracking
 from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device, seed_everything
 from core.errors import BenchError
+from core.registry import TRAINERS
 from metrics.identity import best_threshold_accuracy, load_identity_model, roc_auc
 from metrics.identity_net import EmbeddingNet, arcface_loss, export_onnx, normalise_uint8
 
@@ -146,6 +147,7 @@ def _save(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+@TRAINERS.register("identity")  # a job: bench train runs it as is, not on the driver
 def train_identity(cfg: DictConfig, overrides: list[str]) -> int:
     """Train (or resume) the identity embedding network, export it to ONNX with its model card; returns 0."""
     from tqdm import tqdm

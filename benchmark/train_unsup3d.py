@@ -16,10 +16,12 @@ from omegaconf import DictConfig
 from benchmark import tracking
 from benchmark.runner import device_name, open_split, plain, resolve_device
 from core.errors import BenchError
+from core.registry import TRAINERS
 
 __all__ = ["fit_view_light_prior"]
 
 
+@TRAINERS.register("view_light_prior")  # a job: bench train runs it as is, not on the driver
 def fit_view_light_prior(cfg: DictConfig, overrides: list[str]) -> int:
     """Write the view and light Gaussians of a trained Unsup3d over ``train.split``; returns 0."""
     from methods.common.data import split_images

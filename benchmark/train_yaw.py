@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark import tracking
 from benchmark.runner import create_checked, dataset_args, device_name, plain, resolve_device, seed_everything
 from core.errors import BenchError
+from core.registry import TRAINERS
 from methods.common.yaw import YawRegressor, save_yaw_regressor
 
 __all__ = ["train_yaw_regressor", "load_split_views", "augment", "evaluate_mae"]
@@ -82,6 +83,7 @@ def _targets(views: torch.Tensor, n_out: int, unit: float) -> torch.Tensor:
     return torch.stack([views[:, 0], views[:, 1]], 1)[:, :n_out] / unit
 
 
+@TRAINERS.register("yaw_regressor")  # a job: bench train runs it as is, not on the driver
 def train_yaw_regressor(cfg: DictConfig, overrides: list[str]) -> int:
     """Train (or resume) the yaw regressor, track it, export it; returns 0."""
     from tqdm import tqdm

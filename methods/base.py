@@ -113,6 +113,8 @@ class TrainContext:
         dataset_name: name of the dataset (for model cards).
         train_split, train_limit: the split to train on and how many of its images (``train.split``,
             ``train.limit``; None: all).
+        evaluation: the run's evaluation settings (the ``eval`` group of ``configs/train.yaml``, e.g. the SWD
+            set-up of the GAN trainers, plus ``samples``, the images of a logged sample grid).
     """
 
     settings: dict[str, Any]
@@ -122,6 +124,7 @@ class TrainContext:
     dataset_name: str
     train_split: str = "train"
     train_limit: int | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainState(ABC):
@@ -160,6 +163,10 @@ class TrainRecipe(ABC):
     @abstractmethod
     def load(self, path: Path) -> TrainState:
         """Rebuild the state written by :meth:`save`; a run resumed from it continues bit-exactly."""
+
+    def reference_metrics(self, state: TrainState) -> dict[str, float]:
+        """Figures logged once when a run (or a resumed part) starts, e.g. a real-vs-real floor; default none."""
+        return {}
 
     def evaluate(self, state: TrainState) -> dict[str, float]:
         """Validation figures (logged with a ``val_`` prefix and written to the model card); default none."""

@@ -1,5 +1,5 @@
-"""One test for every registered trainer (timm's idea): two steps on the tiny dataset, and the same two steps
-interrupted after the first and resumed, give bit-identical checkpoints and weights.
+"""One test for every registered training recipe (timm's idea): two steps on the tiny dataset, and the same two
+steps interrupted after the first and resumed, give bit-identical checkpoints and weights.
 
 A new trainer adds its model config and tiny settings to ``TINY_SETTINGS``; an unlisted one fails here."""
 
@@ -9,11 +9,17 @@ from safetensors.torch import load_file
 
 from benchmark.cli import main
 from core.registry import TRAINERS
+from methods.base import TrainRecipe
 from tests.conftest import tiny_overrides
 
 TINY_SETTINGS = {
     "supervised": ["model=supervised", "model.nf=8", "model.zdim=16", "model.gn_base=2", "model.batch_size=4",
                    "model.val_images=4"],
+    "stylegan2": ["model=stylegan2_32", "model.size=16", "model.style_dim=16", "model.channels={4: 8, 8: 8, 16: 8}",
+                  "model.batch_size=4", "eval.swd_images=4", "eval.swd_patches=4", "tracking.samples=4"],
+    "hologan": ["model=hologan", "model.z_dim=8", "model.c0=8", "model.c3d=[8,8]", "model.c_rot=4", "model.c_proj=8",
+                "model.c2d=[8,8]", "model.d_channels=[8,8,8]", "model.batch_size=4", "model.grid_rows=2",
+                "eval.swd_images=4", "eval.swd_patches=4"],
     "unsup3d": ["model=unsup3d_cpu", "model.nf_depth_albedo=8", "model.nf_view_light=8", "model.zdim=16",
                 "model.gn_base=2", "model.conf_nf=8", "model.conf_zdim=16", "model.batch_size=4", "model.val_images=4"],
 }
@@ -36,7 +42,18 @@ def _flat(checkpoint: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("arch", TRAINERS.names())
+RECIPES = [name for name in TRAINERS.names() if isinstance(TRAINERS.get(name), type)
+           and issubclass(TRAINERS.get(name), TrainRecipe)]
+JOBS = sorted(set(TRAINERS.names()) - set(RECIPES))
+
+
+def test_registry_holds_recipes_and_jobs():
+    """Recipes run on the driver; the rest are jobs (``fn(cfg, overrides) -> int``) registered the same way."""
+    assert {"supervised", "unsup3d", "stylegan2", "hologan"} <= set(RECIPES)
+    assert all(callable(TRAINERS.get(name)) for name in JOBS) and "view_light_prior" in JOBS
+
+
+@pytest.mark.parametrize("arch", RECIPES)
 def test_trainer_resumes_bit_exactly(arch, tiny_synface, tmp_path):
     assert arch in TINY_SETTINGS, f"add tiny settings for trainer {arch} to TINY_SETTINGS"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -135,6 +135,6 @@ def test_train_command_exports_and_tracks(tmp_path, monkeypatch):
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     first = min(runs, key=lambda r: r.info.start_time)
-    assert "loss_d" in first.data.metrics and "swd_mean" in first.data.metrics
+    assert "loss_d" in first.data.metrics and "val_swd_mean" in first.data.metrics
     assert "floor_swd_mean" in first.data.metrics
     assert sorted(r.data.tags["resumed_from"] for r in runs) == ["0", "3"]
