@@ -80,12 +80,14 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
     ctx = TrainContext(settings=settings, device=device, seed=int(cfg.seed), load_split=_load_split(cfg, loaded),
                        dataset_name=cfg.dataset.name, train_split=str(cfg.train.split),
                        train_limit=None if limit is None else int(limit),
-                       evaluation={**plain(cfg.get("eval") or {}), "samples": int(cfg.tracking.samples)})
+                       evaluation={**plain(cfg.get("eval") or {}), "samples": int(cfg.tracking.samples)},
+                       iterations=int(cfg.train.iterations),
+                       num_threads=int(cfg.train.num_threads) if cfg.train.num_threads else None)
     recipe = recipe_cls(ctx)
-    iterations, out_dir = int(cfg.train.iterations), Path(cfg.train.out_dir)
+    iterations, out_dir = recipe.total_iterations(), Path(cfg.train.out_dir)
     ckpt = out_dir / "checkpoint.pt"
     command = " ".join(["bench train", *map(shlex.quote, overrides)])
-    identity = {"model": settings, "dataset": cfg.dataset.name, "seed": int(cfg.seed)}
+    identity = {"model": recipe.resume_settings(), "dataset": cfg.dataset.name, "seed": int(cfg.seed)}
     state = _resume_or_create(recipe, ckpt, identity)
     resumed_from = state.step
 

@@ -1,10 +1,11 @@
 """``bench train``: train a model on a benchmark dataset, track it in MLflow, export our safetensors format.
 
 ``model.arch`` names an entry of the ``TRAINERS`` registry. A :class:`~methods.base.TrainRecipe` runs on the single
-driver (:mod:`benchmark.driver`; ``supervised``, ``unsup3d``, ``stylegan2``, ``hologan``); a function is a job that
-runs as is (``fn(cfg, overrides) -> exit status``), registered the same way from its ``benchmark.train_*`` module:
-``view_light_prior`` and ``gan2shape_pretrain`` (not loops), and ``yaw_regressor`` and ``identity`` (loops not yet
-moved onto the driver). This module only dispatches; nothing imports it but the CLI.
+driver (:mod:`benchmark.driver`; ``supervised``, ``unsup3d``, ``stylegan2``, ``hologan``, ``yaw_regressor``,
+``identity``); a function is a job that runs as is (``fn(cfg, overrides) -> exit status``), registered the same way
+from its ``benchmark.train_*`` module: ``view_light_prior`` and ``gan2shape_pretrain``, which are not loops (a
+least-squares fit over a trained model's predictions, and DDP pre-training stages). This module only dispatches;
+nothing imports it but the CLI.
 """
 
 from __future__ import annotations

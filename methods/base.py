@@ -115,6 +115,8 @@ class TrainContext:
             ``train.limit``; None: all).
         evaluation: the run's evaluation settings (the ``eval`` group of ``configs/train.yaml``, e.g. the SWD
             set-up of the GAN trainers, plus ``samples``, the images of a logged sample grid).
+        iterations: the steps asked for (``train.iterations``); see :meth:`TrainRecipe.total_iterations`.
+        num_threads: ``train.num_threads`` (None: the libraries' defaults), for recipes that run other runtimes.
     """
 
     settings: dict[str, Any]
@@ -125,6 +127,8 @@ class TrainContext:
     train_split: str = "train"
     train_limit: int | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
+    iterations: int = 0
+    num_threads: int | None = None
 
 
 class TrainState(ABC):
@@ -163,6 +167,15 @@ class TrainRecipe(ABC):
     @abstractmethod
     def load(self, path: Path) -> TrainState:
         """Rebuild the state written by :meth:`save`; a run resumed from it continues bit-exactly."""
+
+    def total_iterations(self) -> int:
+        """Where training stops (default ``ctx.iterations``; a recipe whose schedule is part of its settings may
+        fix it, as the yaw regressor's ``model.iterations`` does)."""
+        return self.ctx.iterations
+
+    def resume_settings(self) -> dict[str, Any]:
+        """The settings a checkpoint must have been made with to be resumed (default all of ``ctx.settings``)."""
+        return self.ctx.settings
 
     def reference_metrics(self, state: TrainState) -> dict[str, float]:
         """Figures logged once when a run (or a resumed part) starts, e.g. a real-vs-real floor; default none."""

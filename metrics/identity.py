@@ -5,7 +5,7 @@ The embedding model is any single-input, single-output ONNX face-recognition net
 graph), RGB, normalised as ``(pixel - 127.5) / 127.5``; output ``(B, D)``. The runner's ``get_feat`` takes BGR
 uint8 images (OpenCV order) and swaps them to RGB in ``cv2.dnn.blobFromImages``. Our default is
 ``weights/identity_synface_proc.onnx``, trained on the synface_proc identities by
-``bench train model=identity dataset=synface_proc`` (see :mod:`benchmark.train_identity`); a real ArcFace
+``bench train model=identity dataset=synface_proc`` (see :mod:`metrics.identity_training`); a real ArcFace
 (e.g. insightface's ``w600k_r50.onnx``, 112x112) drops in by path.
 
 Scores (pure functions, torch tensors): :func:`cosine_similarity`, :func:`identity_scores` (each rotated image

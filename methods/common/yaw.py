@@ -8,7 +8,7 @@ degrees per unit of strength so that every method means the same by "turn by 20 
 The regressor works at 32 px (``IMAGE_SIZE``): our StyleGAN2 is 32 px, so every method is read at the resolution
 of its coarsest generator and GAN images are never upsampled into a blur the regressor was not trained on. Larger
 inputs are area-downsampled, smaller ones bilinearly resized. Trained by ``bench train model=yaw_regressor``
-(:mod:`benchmark.train_yaw`), shipped as ``weights/yaw_regressor_synface_proc.safetensors`` + JSON model card.
+(:mod:`methods.common.yaw_training`), shipped as ``weights/yaw_regressor_synface_proc.safetensors`` + JSON model card.
 
 Edit functions are generic: ``edit_fn(samples, strength) -> images (K, 3, H, W)`` in [-1, 1], where ``samples`` is
 whatever the method edits (W latents for GANSpace/SeFa, seeds or codes for HoloGAN) and ``strength`` a float in

@@ -1,0 +1,214 @@
+"""Short diagnostic Unsup3d trainings behind weights/README.md ("Why the learned rows lose", points 9 and 10).
+
+Trains :mod:`methods.unsup3d` with model/train keys from the command line plus a few probe levers, and prints
+every ``iters / 8`` steps the SIDE/MAD of the input-view depth and how the predicted yaw follows the truth
+(correlation, and the spread of the predicted yaw in degrees; the dataset's is ~20) on held-out images: the last 5%
+of the training identities (never the val or test split), or with ``--subset N`` the same N training images it
+trains on (the "networks on a few images" rung). Writes a picture (input, reconstruction, canonical depth normals,
+canonical albedo, input-view depth normals, true normals) of 4 of them to ``--out``.
+
+    python tools/unsup3d_probe.py NAME ITERS [key=value ...] [--data DIR] [--subset N] [--out DIR]
+
+Model/train keys are those of ``configs/model/unsup3d.yaml`` (defaults here: width 16, batch 16, no perceptual
+term, lr 1e-3). Probe levers (``probe.<lever>=value``):
+
+* ``probe.oracle_light=1`` / ``probe.oracle_view=1``: the true light (turned into the canonical frame) / view
+  replace the networks' predictions, in training and scoring;
+* ``probe.view_warmup=N``: views held frontal for the first N steps;
+* ``probe.conf_ceiling=s``: confidence sigmas capped at ``s``;
+* ``probe.depth_lowres=k``: the depth network's output average-pooled by ``k`` and bilinearly upsampled;
+* ``probe.ellipsoid_init=N``: N Adam steps fitting the depth network to an ellipsoid first (GAN2Shape's start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmark.datasets.synface_proc import SynfaceProc, method_light
+from methods.common.shape_prior import ellipsoid_depth
+from methods.renderer.camera import depth_to_normals
+from methods.unsup3d.losses import unsup3d_loss
+from methods.unsup3d.training import as_float_images, batch_indices, create_state, predict, split_settings
+from metrics.shape import shape_metrics
+
+DEFAULTS = {"nf_depth_albedo": 16, "conf_nf": 16, "gn_base": 4, "batch_size": 16, "perceptual": "none", "lr": 1e-3}
+
+
+class Override(nn.Module):
+    """A view or light network whose output is replaced by ``truth`` while it is set."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.truth = net, None
+
+    def forward(self, x):
+        out = self.net(x)
+        return out if self.truth is None else self.truth.to(out)
+
+
+class Ceiling(nn.Module):
+    """Confidence network with its sigmas capped at ``ceiling``."""
+
+    def __init__(self, net: nn.Module, ceiling: float):
+        super().__init__()
+        self.net, self.ceiling = net, ceiling
+
+    def forward(self, x):
+        a, b = self.net(x)
+        return a.clamp_max(self.ceiling), b.clamp_max(self.ceiling)
+
+
+class LowRes(nn.Module):
+    """A map network band-limited to ``1 / k`` of its resolution."""
+
+    def __init__(self, net: nn.Module, k: int):
+        super().__init__()
+        self.net, self.k = net, k
+
+    def forward(self, x):
+        return F.interpolate(F.avg_pool2d(self.net(x), self.k), scale_factor=self.k, mode="bilinear",
+                             align_corners=False)
+
+
+def true_view_light(view_deg: torch.Tensor, light: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's ``(yaw, pitch, roll)`` degrees and camera-frame light as the method's 6-d view and 4-d light."""
+    view = torch.zeros(len(view_deg), 6)
+    view[:, 0], view[:, 1], view[:, 2] = view_deg[:, 1] / 60, view_deg[:, 0] / 60, view_deg[:, 2] / 60
+    return view, method_light(view_deg, light)
+
+
+def load(root: Path, subset: int) -> dict[str, torch.Tensor]:
+    ds = SynfaceProc(root, "train")
+    arrays = {k: torch.from_numpy(np.ascontiguousarray(ds.array(k))) for k in ("image", "depth", "view", "light",
+                                                                               "identity")}
+    arrays["image"] = arrays["image"].permute(0, 3, 1, 2).contiguous()
+    held = arrays["identity"] >= int(arrays["identity"].max() + 1) * 0.95
+    train = {k: v[~held] for k, v in arrays.items()}
+    if subset:
+        train = {k: v[:subset] for k, v in train.items()}
+        return {"train": train, "score": train}
+    return {"train": train, "score": {k: v[held][:128] for k, v in arrays.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("iters", type=int)
+    ap.add_argument("settings", nargs="*", help="key=value (model/train keys, or probe.<lever>=value)")
+    ap.add_argument("--data", default="data/synface_proc")
+    ap.add_argument("--subset", type=int, default=0)
+    ap.add_argument("--out", default="outputs/probe")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    kv = {}
+    for item in args.settings:
+        key, value = item.split("=", 1)
+        try:
+            kv[key] = json.loads(value)
+        except ValueError:
+            kv[key] = value
+    probe = {k[6:]: v for k, v in kv.items() if k.startswith("probe.")}
+    model_cfg, train_cfg, _ = split_settings({**DEFAULTS, **{k: v for k, v in kv.items() if "." not in k}})
+    data = load(Path(args.data), args.subset)
+    train, score = data["train"], data["score"]
+    state = create_state(model_cfg, train_cfg, "cpu", seed=0)
+    net = state.net
+    if probe.get("depth_lowres"):
+        net.netD = LowRes(net.netD, int(probe["depth_lowres"]))
+    if probe.get("conf_ceiling"):
+        net.netC = Ceiling(net.netC, float(probe["conf_ceiling"]))
+    net.netV, net.netL = Override(net.netV), Override(net.netL)
+    if probe.get("ellipsoid_init"):
+        fit_ellipsoid(net, train["image"], int(probe["ellipsoid_init"]))
+    state.optim = torch.optim.Adam(net.parameters(), lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2),
+                                   weight_decay=train_cfg.weight_decay)
+    truth = true_view_light(train["view"], train["light"])
+    score_truth = true_view_light(score["view"], score["light"])
+
+    def set_truth(view, light, step):
+        frontal = probe.get("view_warmup") and step < int(probe["view_warmup"])
+        net.netV.truth = torch.zeros_like(view) if frontal else (view if probe.get("oracle_view") else None)
+        net.netL.truth = light if probe.get("oracle_light") else None
+
+    start = time.time()
+
+    def report(tag):
+        set_truth(*score_truth, step=1 << 30)
+        sides, mads, yaws = [], [], []
+        for i, out in enumerate(predict(net, score["image"], 64)):
+            m = shape_metrics(out.recon_depth[:out.batch], score["depth"][64 * i: 64 * i + out.batch],
+                              out.valid[:out.batch, 0])
+            sides.append(m["side"])
+            mads.append(m["mad"])
+            yaws.append(out.view[:, 1] * 60)
+        yaw, true = torch.cat(yaws).numpy(), score["view"][:, 0].numpy()
+        print(f"{args.name} {tag} step {state.step}: SIDE {float(torch.cat(sides).nanmean()):.3f} MAD "
+              f"{float(torch.cat(mads).nanmean()):.2f}; yaw correlation {np.corrcoef(true, yaw)[0, 1]:.2f}, "
+              f"spread {yaw.std():.1f} deg ({time.time() - start:.0f} s)", flush=True)
+
+    report("start")
+    every = max(args.iters // 8, 1)
+    while state.step < args.iters:
+        idx = batch_indices(len(train["image"]), train_cfg.batch_size, state.step, state.seed)
+        set_truth(truth[0][idx], truth[1][idx], state.step)
+        net.train()
+        out = net(as_float_images(train["image"][idx]))
+        loss = unsup3d_loss(out, None, train_cfg.lam_perc, train_cfg.lam_flip, train_cfg.lam_depth_sm,
+                            train_cfg.lam_depth_curv, train_cfg.lam_coarse, train_cfg.coarse_kernel)
+        state.optim.zero_grad(set_to_none=True)
+        loss.total.backward()
+        state.optim.step()
+        state.step += 1
+        if state.step % every == 0 or state.step == args.iters:
+            report("held-out" if not args.subset else "trained")
+    picture(net, score, score_truth, set_truth, Path(args.out) / f"{args.name}.png")
+
+
+def fit_ellipsoid(net, images: torch.Tensor, iters: int) -> None:
+    """Fit the depth network to an ellipsoid in a fixed face box for every image (GAN2Shape's initialisation)."""
+    box = torch.zeros(16, 64, 64)
+    box[:, 8:58, 13:51] = 1
+    target = ellipsoid_depth(box, near=0.92, far=1.0)
+    opt = torch.optim.Adam(net.netD.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(iters):
+        idx = torch.randint(0, len(images), (16,), generator=gen)
+        loss = (net.canonical_depth(as_float_images(images[idx]))[0] - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def picture(net, score, score_truth, set_truth, path: Path) -> None:
+    from PIL import Image
+
+    set_truth(*(t[:4] for t in score_truth), step=1 << 30)
+    out = predict(net, score["image"][:4], 4)[0]
+    K = net.cfg.renderer.intrinsics(64, out.recon_depth)
+
+    def normals(d):
+        return depth_to_normals(d, K).mul(0.5).add(0.5).clamp(0, 1)
+
+    def rgb(x):
+        return x.permute(0, 2, 3, 1).add(1).div(2).clamp(0, 1)
+
+    cols = [score["image"][:4].permute(0, 2, 3, 1).float() / 255, rgb(out.recon_image[:4]),
+            normals(out.canon_depth[:4]), rgb(out.canon_albedo[:4]), normals(out.recon_depth[:4]),
+            normals(score["depth"][:4])]
+    img = torch.cat([torch.cat(list(c), 0) for c in cols], 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((img.numpy() * 255).astype(np.uint8)).resize((img.shape[1] * 2, img.shape[0] * 2),
+                                                                  Image.NEAREST).save(path)
+
+
+if __name__ == "__main__":
+    main()
