@@ -35,7 +35,7 @@ from methods.stylegan2.training import (accumulate, as_float_images, d_logistic_
 
 from .model import Discriminator, Generator
 
-__all__ = ["HoloTrainConfig", "HoloTrainState", "create_state", "sample_poses", "train_step", "train_loop",
+__all__ = ["HoloTrainConfig", "HoloTrainState", "create_state", "sample_poses", "train_step",
            "save_checkpoint", "load_checkpoint", "export_weights", "load_weights", "FORMAT"]
 
 CHECKPOINT_VERSION = 1
@@ -167,18 +167,6 @@ def train_step(state: HoloTrainState, data: Tensor) -> dict[str, float]:
     state.step += 1
     logs.update(loss_g=float(loss_g_adv.detach()), id_g=float(id_g.detach()))
     return logs
-
-
-def train_loop(state: HoloTrainState, data: Tensor, iterations: int,
-               on_step: Callable[[HoloTrainState, dict[str, float]], None] | None = None) -> HoloTrainState:
-    """Train until ``state.step == iterations``; ``on_step`` must not draw from ``state.rng``."""
-    if data.dim() != 4 or data.shape[1] != 3 or data.shape[-1] != state.g.size:
-        raise ValueError(f"data must be (N, 3, {state.g.size}, {state.g.size}), got {tuple(data.shape)}")
-    while state.step < iterations:
-        logs = train_step(state, data)
-        if on_step is not None:
-            on_step(state, logs)
-    return state
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from .model import Discriminator, Generator
 
 __all__ = ["TrainConfig", "TrainState", "create_state", "d_logistic_loss", "g_nonsaturating_loss", "r1_penalty",
            "sample_batch", "sample_latents", "d_step", "d_reg_step", "g_step", "g_reg_step", "accumulate",
-           "train_step", "train_loop", "save_checkpoint", "load_checkpoint", "ema_decay"]
+           "train_step", "save_checkpoint", "load_checkpoint", "ema_decay"]
 
 CHECKPOINT_VERSION = 1
 
@@ -274,19 +273,6 @@ def train_step(state: TrainState, data: Tensor) -> dict[str, float]:
     accumulate(state.g_ema, state.g, ema_decay(cfg))
     state.step += 1
     return logs
-
-
-def train_loop(state: TrainState, data: Tensor, iterations: int,
-               on_step: Callable[[TrainState, dict[str, float]], None] | None = None) -> TrainState:
-    """Train until ``state.step == iterations``; ``on_step(state, logs)`` runs after every iteration (logging,
-    evaluation, checkpoints; it must not draw from ``state.rng``)."""
-    if data.dim() != 4 or data.shape[1] != 3 or data.shape[-1] != state.g.size:
-        raise ValueError(f"data must be (N, 3, {state.g.size}, {state.g.size}), got {tuple(data.shape)}")
-    while state.step < iterations:
-        logs = train_step(state, data)
-        if on_step is not None:
-            on_step(state, logs)
-    return state
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
