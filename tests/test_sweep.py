@@ -117,18 +117,26 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def _running_trial_with_run(url: str, name: str):
-    """(number of finished trials, a RUNNING trial's number) once a trial runs and another has finished."""
+    """A poll: (number of finished trials, a RUNNING trial's number) once a trial runs and another has finished.
+    One storage (one connection pool) serves every call: a new one per call would leak server connections."""
     import optuna
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        return None
-    try:
-        trials = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-    except Exception:  # the study or its tables do not exist yet
-        return None
-    done = sum(t.state.name == "COMPLETE" for t in trials)
-    running = [t.number for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
-    return (done, running[0]) if done >= 1 and running else None
+    storage = None
+
+    def poll():
+        nonlocal storage
+        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+            return None
+        try:
+            storage = storage or optuna.storages.RDBStorage(url)
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        except Exception:  # the study or its tables do not exist yet
+            return None
+        done = sum(t.state.name == "COMPLETE" for t in trials)
+        running = [t.number for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+        return (done, running[0]) if done >= 1 and running else None
+
+    return poll
 
 
 def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -147,7 +155,7 @@ def test_sigkill_mid_trial_then_restart_continues_the_study(workdir, tiny_synfac
             f"sweep.storage='{url}'", f"sweep.name={name}"]
     worker = _popen(args, workdir)
     try:
-        done, _ = _wait_for(lambda: _running_trial_with_run(url, name), 300, "a trial mid-run")
+        done, _ = _wait_for(_running_trial_with_run(url, name), 300, "a trial mid-run")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
