@@ -5,7 +5,8 @@
 
 ``record`` runs each trainer through ``bench train`` on a tiny generated dataset, straight to N steps and interrupted
 at N/2 then resumed to N, with the code of the tree in ``$CODE`` (default: this checkout; point it at a ``git
-worktree`` of the commit before a refactor). ``compare`` checks, per trainer and part, that the checkpoints hold
+worktree`` of the commit before a refactor, installed once with ``pip install -e <worktree> --no-deps`` and this
+checkout reinstalled after it, so that the old tree finds its own plugin entry points). ``compare`` checks, per trainer and part, that the checkpoints hold
 the same tensors and values (wall times and the driver's ``extra`` aside), the exports the same tensors (ONNX: the
 same bytes) and the model cards the same content once paths are normalised and wall time and commit dropped.
 """
