@@ -118,20 +118,21 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def _running_trial_with_run(url: str, name: str):
     """A poll: (number of finished trials, a RUNNING trial's number) once a trial runs and another has finished.
-    One storage (one connection pool) serves every call: a new one per call would leak server connections."""
+    Each call closes its connections (polling a server every 0.2 s must not pile up clients)."""
     import optuna
 
-    storage = None
-
     def poll():
-        nonlocal storage
         if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
             return None
+        storage = None
         try:
-            storage = storage or optuna.storages.RDBStorage(url)
+            storage = optuna.storages.RDBStorage(url)
             trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
         except Exception:  # the study or its tables do not exist yet
             return None
+        finally:
+            if storage is not None:
+                storage.engine.dispose()
         done = sum(t.state.name == "COMPLETE" for t in trials)
         running = [t.number for t in trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
         return (done, running[0]) if done >= 1 and running else None
