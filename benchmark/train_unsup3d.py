@@ -25,7 +25,7 @@ __all__ = ["fit_view_light_prior"]
 def fit_view_light_prior(cfg: DictConfig, overrides: list[str]) -> int:
     """Write the view and light Gaussians of a trained Unsup3d over ``train.split``; returns 0."""
     from methods.common.data import split_images
-    from methods.unsup3d.perceptual import file_sha256
+    from core.weights import file_sha256
     from methods.unsup3d.prior import fit_gaussian, predict_view_light, write_prior
     from methods.unsup3d.training import load_weights
 

@@ -8,6 +8,7 @@ file and an interrupted export leaves the previous one intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from core.errors import BenchError
 
-__all__ = ["atomic_write", "atomic_torch_save", "save_weights", "load_weights", "read_card"]
+__all__ = ["atomic_write", "atomic_torch_save", "file_sha256", "save_weights", "load_weights", "read_card"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -40,6 +41,15 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
 def atomic_torch_save(path: str | Path, payload: Any) -> Path:
     """``torch.save`` atomically (plain tensors and containers only, so ``weights_only=True`` loads it)."""
     return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (model cards, cache keys, dataset shard checksums)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _sidecar(path: Path) -> Path:

@@ -49,7 +49,6 @@ yields the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -70,6 +69,7 @@ from torch.utils.data import Dataset
 from benchmark.datasets.sdf_faces import ALB, FAR_DEPTH, N_GEOM, render_faces, sample_identities
 from core.errors import BenchError, DatasetMissingError
 from core.registry import DATASETS
+from core.weights import file_sha256
 
 __all__ = ["FORMAT_VERSION", "SPLITS", "generate", "SynfaceProc", "sample_shard", "render_shard", "method_view",
            "method_light"]
@@ -263,14 +263,6 @@ def _write_json(path: Path, obj: dict) -> None:
     _write_atomic(path, lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _shard_key(split: str, shard: int) -> str:
     """A shard's key in ``meta.json``'s ``checksums``: ``<split>/shard_<k>.npz``."""
     return f"{split}/shard_{shard:05d}.npz"
@@ -394,7 +386,7 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
             path, key = _shard_path(root, split, k), _shard_key(split, k)
             n = min(cfg["shard_size"], cfg[f"{split}_size"] - k * cfg["shard_size"])
             if _shard_ok(path, n):
-                sums[key] = _sha256(path)
+                sums[key] = file_sha256(path)
                 if known.get(key, sums[key]) == sums[key]:
                     done += n
                     continue
@@ -433,7 +425,7 @@ def generate(root: str | os.PathLike, *, train_size: int = 20000, test_size: int
             bar.close()
     elapsed = time.perf_counter() - start
     for _, split, k, path, _ in todo:
-        sums[_shard_key(split, k)] = _sha256(Path(path))
+        sums[_shard_key(split, k)] = file_sha256(Path(path))
     meta["checksums"] = dict(sorted(sums.items()))  # bench data and the loader check shards against them
     meta["complete"] = True
     meta["rendered_images"] = rendered
@@ -504,7 +496,7 @@ class SynfaceProc(Dataset):
     def _shard(self, k: int) -> dict[str, np.ndarray]:
         if k not in self._shards:
             expected = (self.meta.get("checksums") or {}).get(_shard_key(self.split, k))
-            if expected is not None and _sha256(self._paths[k]) != expected:
+            if expected is not None and file_sha256(self._paths[k]) != expected:
                 raise BenchError(f"synface_proc: {self._paths[k]} does not match its checksum in meta.json "
                                  f"(corrupted); re-render it with: bench data dataset=synface_proc "
                                  f"dataset.root={self.root}")

@@ -23,7 +23,7 @@ from torch import Tensor
 from core.paths import asset_path
 from core.errors import BenchError
 from methods.base import PrepareContext, Rotation, RotationMethod
-from methods.stylegan2.checkpoints import file_sha256
+from core.weights import file_sha256
 from methods.common.yaw import (DEFAULT_WEIGHTS, Calibration, EditFn, calibrate, load_yaw_regressor,
                                 select_direction)
 

@@ -20,7 +20,6 @@ are then loaded with ``strict=True``. Problems a user can fix raise :class:`~cor
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pickle
 import re
@@ -32,12 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import BenchError
+from core.weights import file_sha256
 
 from .model import Discriminator, Generator, stylegan2_channels
 
 __all__ = ["FORMAT", "StyleGAN2Checkpoint", "infer_generator_config", "infer_discriminator_config",
            "read_checkpoint", "convert_checkpoint", "save_networks", "load_gan", "load_generator", "load_discriminator",
-           "load_latent", "file_sha256"]
+           "load_latent"]
 
 FORMAT = "gan2shape-bench.stylegan2"
 FORMAT_VERSION = 1
@@ -317,15 +317,6 @@ def load_discriminator(path: str | Path, device: str | torch.device = "cpu") -> 
                          f"discriminator (convert_weight.py --disc, or a train.py checkpoint) or the NVlabs .pkl, "
                          f"which includes D.")
     return _build(Discriminator, ckpt.d_config, ckpt.d, f"{ckpt.source}: d", device)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (recorded in model cards and cache keys)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:

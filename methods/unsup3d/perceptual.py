@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import BenchError
-from methods.stylegan2.checkpoints import file_sha256
 
-__all__ = ["DiscriminatorFeatures", "build_features", "file_sha256"]
+__all__ = ["DiscriminatorFeatures", "build_features"]
 
 
 class DiscriminatorFeatures(nn.Module):

@@ -16,11 +16,12 @@ import torch
 
 from core.errors import BenchError
 from core.registry import TRAINERS
+from core.weights import file_sha256
 from methods.base import TrainContext, TrainRecipe
 from methods.common.data import split_images, split_images_depths
 
 from . import training
-from .perceptual import build_features, file_sha256
+from .perceptual import build_features
 
 __all__ = ["Unsup3dRecipe", "sample_grid"]
 
