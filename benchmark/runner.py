@@ -187,13 +187,9 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise BenchError(f"seed must be an integer, got {seed!r}; e.g. seed=0")
 
 
-def preflight(cfg: DictConfig) -> None:
-    """Checks before any work: setting types and ranges, known names, accepted arguments and the method's own
-    value checks (``check_settings``), the experiment's split present (for experiments with ``reads_split``), an
-    available device, a usable tracking store.
-
-    Mistakes found here are config errors and never open an MLflow run.
-    """
+def check_config(cfg: DictConfig) -> None:
+    """The checks of the config alone (no I/O): setting types and ranges, known names, accepted arguments and the
+    method's own value checks (``check_settings``)."""
     check_run_settings(cfg)
     EXPERIMENTS.get(cfg.experiment.name)
     check_args(METHODS, cfg.method.name, method_args(cfg), method_origin(cfg))
@@ -201,6 +197,15 @@ def preflight(cfg: DictConfig) -> None:
     if check_settings is not None:
         check_settings(**method_args(cfg))
     check_args(DATASETS, cfg.dataset.name, dataset_args(cfg, cfg.experiment.split), f"dataset={cfg.dataset.name}")
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Checks before any work: :func:`check_config`, then an available device, a usable tracking store and the
+    experiment's split present (for experiments with ``reads_split``).
+
+    Mistakes found here are config errors and never open an MLflow run.
+    """
+    check_config(cfg)
     resolve_device(cfg.device.type)
     tracking.resolve_uri(cfg.tracking.uri)  # a writable store, or a server that answers
     if getattr(EXPERIMENTS.get(cfg.experiment.name), "reads_split", False):

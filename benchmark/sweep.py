@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark import tracking
 from benchmark.config import CONFIG_DIR, compose, config_groups
-from benchmark.runner import plain, preflight
+from benchmark.runner import check_config, plain, preflight
 from core.errors import BenchError
 from core.registry import EXPERIMENTS
 
@@ -112,7 +112,7 @@ def check_space(cfg: DictConfig, overrides: list[str]) -> None:
             probe = choices[0]
         else:
             raise BenchError(f"{where}: type must be float, int or categorical, got {kind!r}")
-        preflight(compose([*overrides, override(key, probe)]))  # an unknown key names its nearest spelling
+        check_config(compose([*overrides, override(key, probe)]))  # an unknown key names its nearest spelling
     known = getattr(EXPERIMENTS.get(cfg.experiment.name), "summary_metrics", None)
     if known is not None and not any(fnmatch.fnmatchcase(str(sw.metric), pattern) for pattern in known):
         raise BenchError(f"sweep.metric {sw.metric} is not a summary metric of experiment {cfg.experiment.name}; "
