@@ -25,6 +25,7 @@ from core.errors import BenchError
 from core.registry import TRAINERS
 from core.weights import atomic_torch_save, atomic_write
 from methods.base import TrainContext, TrainRecipe
+from methods.common.data import resize_uint8, split_images
 from metrics.identity import best_threshold_accuracy, load_identity_model, roc_auc
 from metrics.identity_net import EmbeddingNet, arcface_loss, export_onnx, normalise_uint8
 
@@ -38,10 +39,7 @@ def split_labelled(ds, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         raise BenchError("the identity network's split is empty")
     if not hasattr(ds, "array"):
         raise BenchError("the dataset has no identity labels; model=identity trains on synface_proc")
-    images = torch.from_numpy(np.ascontiguousarray(ds.array("image"))).permute(0, 3, 1, 2)
-    if images.shape[-1] != size:
-        images = torch.cat([F.interpolate(c.float(), size=(size, size), mode="area" if c.shape[-1] > size else
-                                          "bicubic") for c in images.split(1024)]).round().clamp(0, 255).byte()
+    images = resize_uint8(split_images(ds, channels_last=True), size, upsample="bicubic")
     identity = torch.from_numpy(ds.array("identity").astype(np.int64))
     view = torch.from_numpy(ds.array("view").astype(np.float32))
     return images.contiguous(), identity, view

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from core.errors import BenchError
 
-__all__ = ["split_images", "split_images_depths"]
+__all__ = ["split_images", "split_images_depths", "resize_uint8"]
 
 
 def split_images(ds, channels_last: bool = False) -> Tensor:
@@ -34,3 +35,18 @@ def split_images_depths(ds, what: str) -> tuple[Tensor, Tensor]:
     depths = (torch.from_numpy(np.ascontiguousarray(ds.depth_array())) if hasattr(ds, "depth_array")
               else torch.stack([ds[i]["depth"] for i in range(len(ds))]))
     return split_images(ds), depths
+
+
+def resize_uint8(images: Tensor, size: int, upsample: str | None = None) -> Tensor:
+    """Square uint8 images ``(N, 3, H, W)`` -> ``(N, 3, size, size)`` uint8, rounded: area-averaged when shrinking,
+    interpolated with the ``upsample`` mode (e.g. ``"bicubic"``) when enlarging; ``upsample=None`` refuses images
+    smaller than ``size`` in one line. Unchanged (no copy) when they already have that size."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    smaller = images.shape[-1] < size
+    if smaller and upsample is None:
+        raise BenchError(f"dataset images are {images.shape[-1]}px, smaller than the model size {size}; choose a "
+                         "smaller model or regenerate the dataset")
+    mode = upsample if smaller else "area"
+    chunks = [F.interpolate(c.float(), size=(size, size), mode=mode) for c in images.split(1024)]
+    return torch.cat(chunks).round().clamp(0, 255).to(torch.uint8)

@@ -14,25 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from core.errors import BenchError
 from methods.base import TrainContext, TrainRecipe
-from methods.common.data import split_images
+from methods.common.data import resize_uint8, split_images
 
 __all__ = ["GANRecipe", "downsampled_images", "image_grid"]
 
 
 def downsampled_images(ds, size: int) -> torch.Tensor:
     """A dataset split as ``(N, 3, size, size)`` uint8, area-downsampled when its images are larger."""
-    images = split_images(ds, channels_last=True)
-    if images.shape[-1] != size or images.shape[-2] != size:
-        if images.shape[-1] < size:
-            raise BenchError(f"dataset images are {images.shape[-1]}px, smaller than the model size {size}; "
-                             f"choose a smaller model or regenerate the dataset")
-        chunks = [F.interpolate(c.float(), size=(size, size), mode="area") for c in images.split(1024)]
-        images = torch.cat(chunks).round().clamp(0, 255).to(torch.uint8)
-    return images
+    return resize_uint8(split_images(ds, channels_last=True), size)
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:

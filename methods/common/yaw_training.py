@@ -25,6 +25,7 @@ from core.errors import BenchError
 from core.registry import TRAINERS
 from core.weights import atomic_torch_save
 from methods.base import TrainContext, TrainRecipe
+from methods.common.data import resize_uint8, split_images
 from methods.common.yaw import YawRegressor, save_yaw_regressor
 
 __all__ = ["YawRecipe", "split_views", "augment", "evaluate_mae"]
@@ -38,13 +39,8 @@ def split_views(ds, size: int) -> tuple[torch.Tensor, torch.Tensor, int | None]:
     if len(ds) == 0 or not hasattr(ds, "array"):
         raise BenchError("the yaw regressor trains on a dataset with ground-truth view arrays (synface_proc); this "
                          "split is empty or has none")
-    images = torch.from_numpy(np.ascontiguousarray(ds.array("image"))).permute(0, 3, 1, 2)
+    images = resize_uint8(split_images(ds, channels_last=True), size)
     views = torch.from_numpy(np.asarray(ds.array("view"), dtype=np.float32))
-    if images.shape[-1] != size:
-        if images.shape[-1] < size:
-            raise BenchError(f"dataset images are {images.shape[-1]}px, smaller than model.image_size {size}")
-        images = torch.cat([F.interpolate(c.float(), size=(size, size), mode="area") for c in images.split(1024)])
-        images = images.round().clamp(0, 255).to(torch.uint8)
     return images, views, ((getattr(ds, "meta", None) or {}).get("config") or {}).get("seed")
 
 

@@ -31,7 +31,7 @@ from metrics.shape import shape_summary
 from .losses import unsup3d_loss
 from .model import Unsup3dConfig, Unsup3dNet, Unsup3dOutput
 
-__all__ = ["TrainConfig", "TrainState", "split_settings", "create_state", "batch_indices", "train_step", "train_loop",
+__all__ = ["TrainConfig", "TrainState", "split_settings", "create_state", "batch_indices", "train_step",
            "save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "read_card", "evaluate_shape",
            "predict", "iter_predict", "as_float_images", "FORMAT"]
 
@@ -160,19 +160,6 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
     if out.conf_l1 is not None:
         logs["conf_sigma_l1"] = float(out.conf_l1.detach().mean())
     return logs
-
-
-def train_loop(state: TrainState, data: Tensor, iterations: int, features: Features | None = None,
-               on_step: Callable[[TrainState, dict[str, float]], None] | None = None) -> TrainState:
-    """Train until ``state.step == iterations``; ``on_step(state, logs)`` runs after every step."""
-    size = state.net.cfg.image_size
-    if data.dim() != 4 or data.shape[1] != 3 or data.shape[-1] != size or data.shape[-2] != size:
-        raise ValueError(f"data must be (N, 3, {size}, {size}), got {tuple(data.shape)}")
-    while state.step < iterations:
-        logs = train_step(state, data, features)
-        if on_step is not None:
-            on_step(state, logs)
-    return state
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints

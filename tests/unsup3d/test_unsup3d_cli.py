@@ -64,3 +64,6 @@ def test_unsup3d_method_in_the_harness(trained, workdir, tiny_synface):
     # the no-symmetry ablation needs weights trained without symmetry: these are not
     with pytest.raises(BenchError, match="symmetry"):
         run(compose([*base, "ablation=no_symmetry", f"method.weights_no_symmetry={export}"]))
+    # training belongs to `bench train`: a missing file is refused with the command that makes it
+    with pytest.raises(BenchError, match="make them with `bench train model=unsup3d_cpu model.symmetry=true"):
+        run(compose([*base, f"method.weights={export.parent / 'missing.safetensors'}"]))
