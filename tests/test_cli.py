@@ -66,6 +66,7 @@ def test_every_command_has_help(command, capsys):
      "near (1.1) must be below far (0.9)"),
     (["run", "method=ellipsoid", "method.shape_prior.scale=0"], "method.shape_prior.scale must be > 0"),
     (["run", "method=gan2shape", "method.shape_prior.kind=cube"], "unknown shape prior 'cube'"),
+    (["run", "method=gan2shape", "method.depth_pool=3"], "method.depth_pool must be an integer >= 1 that divides"),
     (["run", "method=const_depth", "method.depth=nan"], "method.depth must be a positive finite number"),
     (["run", "method=const_depth", "method.depth=-1"], "method.depth must be a positive finite number"),
     (["run", "method=const_depth", "tracking.uri=http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 does not"),

@@ -108,8 +108,11 @@ class GAN2Shape(ShapeMethod, RotationMethod):
     """
 
     @staticmethod
-    def check_settings(shape_prior: dict | None = None, **_: Any) -> None:
+    def check_settings(shape_prior: dict | None = None, depth_pool: int = 1, image_size: int = 64, **_: Any) -> None:
         check_shape_prior(shape_prior or {})
+        if isinstance(depth_pool, bool) or not isinstance(depth_pool, int) or depth_pool < 1 or image_size % depth_pool:
+            raise BenchError(f"method.depth_pool must be an integer >= 1 that divides image_size {image_size}, got "
+                             f"{depth_pool!r}; e.g. method.depth_pool=4")
 
     def __init__(self, gan: str, image_size: int = 64, pretrained: str | None = None, reset_weight: bool = True,
                  mask: str = "gt", mask_args: dict | None = None, shape_prior: dict | None = None,
@@ -118,11 +121,12 @@ class GAN2Shape(ShapeMethod, RotationMethod):
                  view_scale: float = 1.2, rand_light: list[float] | None = None, use_mask: bool = False,
                  lam_perc: float = 0.5, lam_smooth: float = 0.01, lam_regular: float = 0.01, lr: float = 1e-4,
                  weight_decay: float = 5e-4, perceptual: str = "disc", ftr_num: int = 4, disc_input: str = "image",
-                 border_factor: float = 1.02,
+                 border_factor: float = 1.02, depth_pool: int = 1,
                  inplace_relu_quirk: bool = True, inversion: dict | None = None, outputs: dict | None = None,
                  progress: bool = True, rotation: dict | None = None):
         if perceptual not in ("disc", "none"):
             raise BenchError(f"method.perceptual must be 'disc' (discriminator features) or 'none', got {perceptual!r}")
+        self.check_settings(depth_pool=depth_pool, image_size=image_size)
         if disc_input not in ("image", "native"):
             raise BenchError(f"method.disc_input must be 'image' (S-resolution, as the original) or 'native' "
                              f"(resized to the discriminator's size), got {disc_input!r}")
@@ -153,7 +157,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         self.hp = Hyper(**hp)
         self.optim = Optim(lr=lr, weight_decay=weight_decay)
         self.use_mask, self.perceptual, self.ftr_num, self.disc_input = use_mask, perceptual, ftr_num, disc_input
-        self.border_factor, self.inplace_relu_quirk = border_factor, inplace_relu_quirk
+        self.border_factor, self.depth_pool, self.inplace_relu_quirk = border_factor, depth_pool, inplace_relu_quirk
         self.inversion = dict(inversion or {})
         self.outputs = dict(outputs or {})
         self.progress = progress
@@ -176,8 +180,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
                            else default_view_prior())
         light_mean = (load_view_light_prior(asset_path(self.light_prior_path), 4).mean if self.light_prior_path
                       else torch.zeros(4))
-        self.geom = Geometry(border_factor=self.border_factor, view_mean=self.view_prior.mean.to(ctx.device),
-                             light_mean=light_mean.to(ctx.device))
+        self.geom = Geometry(border_factor=self.border_factor, depth_pool=self.depth_pool,
+                             view_mean=self.view_prior.mean.to(ctx.device), light_mean=light_mean.to(ctx.device))
         torch.manual_seed(ctx.seed)
         nets = Networks(self.image_size, self.G.style_dim, self.inplace_relu_quirk)
         if self.pretrained:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.common.networks import EDDeconv, Encoder, ResEncoder
@@ -65,10 +66,15 @@ class Geometry:
         border_factor: the side-border clamp blend (GAN2Shape 1.02, Unsup3d 1.0); see ``clamp_border_depth``.
         view_mean: ``(6,)`` mean view added to V's output (``add_mean_V``), zeros to disable.
         light_mean: ``(4,)`` mean light added to L's output (``add_mean_L``).
+        depth_pool: band limit of the canonical depth: D's raw output is average-pooled over ``depth_pool`` x
+            ``depth_pool`` cells and bilinearly upsampled back (1: per-pixel, the original). Not in the paper; a
+            coarse depth is what lets a multi-view photometric fit on our images converge instead of copying
+            texture into the depth (``tests/unsup3d/test_image_model.py``, ``weights/README.md`` point 11).
     """
 
     renderer: Renderer = Renderer()
     border_factor: float = 1.02
+    depth_pool: int = 1
     view_mean: Tensor = field(default_factory=lambda: torch.zeros(6))
     light_mean: Tensor = field(default_factory=lambda: torch.zeros(4))
 
@@ -125,12 +131,17 @@ class PhotoForward:
 
 
 def canonical(nets: Networks, image: Tensor, geom: Geometry, border: bool = True) -> tuple[Tensor, Tensor]:
-    """Canonical depth ``(B, S, S)`` (``1 + 0.1 tanh(r - mean r)``, then the side-border clamp) and albedo.
+    """Canonical depth ``(B, S, S)`` (``1 + 0.1 tanh(r - mean r)`` of D's raw output ``r``, band-limited by
+    ``geom.depth_pool``, then the side-border clamp) and albedo.
 
     ``border=False`` skips the clamp (the ellipsoid pre-fit compares the unclamped depth).
     """
     r = geom.renderer
-    depth = raw_to_depth(nets.netD(image)[:, 0], r.min_depth, r.max_depth)
+    raw = nets.netD(image)
+    if geom.depth_pool > 1:
+        raw = F.interpolate(F.avg_pool2d(raw, geom.depth_pool), size=raw.shape[-2:], mode="bilinear",
+                            align_corners=False)
+    depth = raw_to_depth(raw[:, 0], r.min_depth, r.max_depth)
     if border:
         depth = clamp_border_depth(depth, r.min_depth, r.max_depth, factor=geom.border_factor)
     return depth, nets.netA(image)

@@ -99,3 +99,22 @@ def test_schedule_validation():
         Schedule(num_stage=2, flip1=(False, True), flip3=(True,))
     assert Schedule(num_stage=2, flip1=(0, 1), flip3=(1, 1), stage_len=(1, 2, 3), stage_len_later=(4, 5, 6)
                     ).iterations() == 21
+
+
+def test_depth_pool_band_limits_the_canonical_depth(setup):
+    """depth_pool=k: the depth is the bilinear upsampling of a (S/k)^2 grid; k=1 is the per-pixel original."""
+    from methods.gan2shape.model import canonical
+    from methods.renderer.shading import raw_to_depth
+
+    _, _, image, nets, _, _, _ = setup
+    with torch.no_grad():
+        raw = nets.netD(image)
+        plain, _ = canonical(nets, image, Geometry(depth_pool=1), border=False)
+        pooled, _ = canonical(nets, image, Geometry(depth_pool=8), border=False)
+    r = Geometry().renderer
+    assert torch.equal(plain, raw_to_depth(raw[:, 0], r.min_depth, r.max_depth))
+    grid = torch.nn.functional.avg_pool2d(raw, 8)
+    expected = torch.nn.functional.interpolate(grid, size=(S, S), mode="bilinear", align_corners=False)
+    assert torch.allclose(pooled, raw_to_depth(expected[:, 0], r.min_depth, r.max_depth))
+    roughness = lambda d: (d[..., 1:] - d[..., :-1]).abs().mean()  # noqa: E731
+    assert roughness(pooled) < roughness(plain)
