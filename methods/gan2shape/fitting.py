@@ -175,10 +175,10 @@ def run_step(nets: Networks, step: int, length: int, loss_fn: Callable[[], Tenso
             on_iter(stage, f"step{step}", loss.item())
 
 
-def _sample_pool(pool: tuple[Tensor, Tensor], n: int, rng: torch.Generator, device) -> tuple[Tensor, Tensor]:
-    images, masks = pool
-    idx = torch.randint(0, images.shape[0], (n,), generator=rng)
-    return images[idx].to(device), masks[idx].to(device)
+def _sample_pool(pool: tuple[Tensor, ...], n: int, rng: torch.Generator, device) -> tuple[Tensor, ...]:
+    """``n`` random rows (with replacement) of every tensor of the pool, on ``device``."""
+    idx = torch.randint(0, pool[0].shape[0], (n,), generator=rng)
+    return tuple(t[idx].to(device) for t in pool)
 
 
 def fit_image(nets: Networks, G, task: ImageTask, view_prior: GaussianPrior, geom: Geometry, hp: Hyper,
@@ -216,18 +216,20 @@ def fit_image(nets: Networks, G, task: ImageTask, view_prior: GaussianPrior, geo
 
         t = time.perf_counter()
         nets.train_only(())
-        images, masks = [], []
+        images, masks, views = [], [], []
         with torch.no_grad():
             for _ in range(schedule.collect_iters):
                 pseudo = pseudo_samples()
                 images.append(step2(nets, G, task.w, task.gan_image, pseudo, hp, None)[1].cpu())
                 masks.append(pseudo.masks.cpu())
-        pool = (torch.cat(images), torch.cat(masks))
+                views.append(pseudo.views.cpu())
+        pool = (torch.cat(images), torch.cat(masks), torch.cat(views))
         timings.add("collect", t)
 
         def step3_loss():
-            projected, projected_masks = _sample_pool(pool, n, rng, device)
-            return step3(nets, image, projected, projected_masks, geom, hp, flip=flip3, perceptual=perceptual)[0].total
+            projected, projected_masks, views = _sample_pool(pool, n, rng, device)
+            return step3(nets, image, projected, projected_masks, geom, hp, flip=flip3, perceptual=perceptual,
+                         views=views)[0].total
 
         t = time.perf_counter()
         run_step(nets, 3, len3, step3_loss, optim, on_iter, stage)

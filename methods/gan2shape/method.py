@@ -108,8 +108,12 @@ class GAN2Shape(ShapeMethod, RotationMethod):
     """
 
     @staticmethod
-    def check_settings(shape_prior: dict | None = None, depth_pool: int = 1, image_size: int = 64, **_: Any) -> None:
+    def check_settings(shape_prior: dict | None = None, depth_pool: int = 1, image_size: int = 64,
+                       step3_views: str = "predicted", **_: Any) -> None:
         check_shape_prior(shape_prior or {})
+        if step3_views not in ("predicted", "pseudo"):
+            raise BenchError(f"method.step3_views must be 'predicted' (V of each projected sample, the paper) or "
+                             f"'pseudo' (the view its pseudo sample was rendered under), got {step3_views!r}")
         if isinstance(depth_pool, bool) or not isinstance(depth_pool, int) or depth_pool < 1 or image_size % depth_pool:
             raise BenchError(f"method.depth_pool must be an integer >= 1 that divides image_size {image_size}, got "
                              f"{depth_pool!r}; e.g. method.depth_pool=4")
@@ -121,12 +125,12 @@ class GAN2Shape(ShapeMethod, RotationMethod):
                  view_scale: float = 1.2, rand_light: list[float] | None = None, use_mask: bool = False,
                  lam_perc: float = 0.5, lam_smooth: float = 0.01, lam_regular: float = 0.01, lr: float = 1e-4,
                  weight_decay: float = 5e-4, perceptual: str = "disc", ftr_num: int = 4, disc_input: str = "image",
-                 border_factor: float = 1.02, depth_pool: int = 1,
+                 border_factor: float = 1.02, depth_pool: int = 1, step3_views: str = "predicted",
                  inplace_relu_quirk: bool = True, inversion: dict | None = None, outputs: dict | None = None,
                  progress: bool = True, rotation: dict | None = None):
         if perceptual not in ("disc", "none"):
             raise BenchError(f"method.perceptual must be 'disc' (discriminator features) or 'none', got {perceptual!r}")
-        self.check_settings(depth_pool=depth_pool, image_size=image_size)
+        self.check_settings(depth_pool=depth_pool, image_size=image_size, step3_views=step3_views)
         if disc_input not in ("image", "native"):
             raise BenchError(f"method.disc_input must be 'image' (S-resolution, as the original) or 'native' "
                              f"(resized to the discriminator's size), got {disc_input!r}")
@@ -151,7 +155,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         except (TypeError, ValueError) as err:
             raise BenchError(f"method.schedule: {err}") from err
         hp = {"F1_d": F1_d, "relative_enc": relative_enc, "view_scale": view_scale, "lam_perc": lam_perc,
-              "lam_smooth": lam_smooth, "lam_regular": lam_regular}
+              "lam_smooth": lam_smooth, "lam_regular": lam_regular, "step3_views": step3_views}
         if rand_light is not None:
             hp["rand_light"] = tuple(rand_light)
         self.hp = Hyper(**hp)

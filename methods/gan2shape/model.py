@@ -168,11 +168,13 @@ def render(depth: Tensor, albedo: Tensor, view: Tensor, light: Tensor, geom: Geo
 
 
 def photo_forward(nets: Networks, image: Tensor, geom: Geometry, flip: bool = False,
-                  depth_albedo: tuple[Tensor, Tensor] | None = None) -> PhotoForward:
-    """Predict and render ``image`` ``(B, 3, S, S)``: D, A on the image (or ``depth_albedo`` if given), V and L
-    plus the prior means, then :func:`render`; ``flip`` also renders the mirrored canonical depth and albedo."""
+                  depth_albedo: tuple[Tensor, Tensor] | None = None, view: Tensor | None = None) -> PhotoForward:
+    """Predict and render ``image`` ``(B, 3, S, S)``: D, A on the image (or ``depth_albedo`` if given), V (or the
+    given ``view`` ``(B, 6)``) and L plus the prior means, then :func:`render`; ``flip`` also renders the mirrored
+    canonical depth and albedo."""
     depth, albedo = canonical(nets, image, geom) if depth_albedo is None else depth_albedo
-    view = nets.netV(image) + geom.view_mean.to(image)
+    if view is None:
+        view = nets.netV(image) + geom.view_mean.to(image)
     light = nets.netL(image) + geom.light_mean.to(image)
     if depth.shape[0] != view.shape[0]:
         depth, albedo = depth.expand(view.shape[0], -1, -1), albedo.expand(view.shape[0], -1, -1, -1)

@@ -65,7 +65,7 @@ class StepLoss(nn.Module):
         if self.step == 2:
             return step2(self.nets, G, inputs["w"], inputs["gan_image"], inputs["pseudo"], hp, disc_feature)[0].total
         return step3(self.nets, inputs["image"], inputs["projected"], inputs["mask"], geom, hp, inputs["flip"],
-                     perceptual)[0].total
+                     perceptual, inputs["views"])[0].total
 
 
 def _distributed() -> tuple[int, int]:
@@ -144,24 +144,25 @@ def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom
 
         t = time.perf_counter()
         nets.train_only(())
-        pool: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        pool: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
         with torch.no_grad():
             for _ in range(schedule.collect_iters):
                 inputs = step2_inputs()
                 i = inputs["index"]
                 _, projected = step2(nets, G, inputs["w"], inputs["gan_image"], inputs["pseudo"], hp, None)
-                pool.setdefault(i, []).append((projected.cpu(), inputs["pseudo"].masks.cpu()))
-        pooled = {i: (torch.cat([p for p, _ in v]), torch.cat([m for _, m in v])) for i, v in pool.items()}
+                pseudo = inputs["pseudo"]
+                pool.setdefault(i, []).append((projected.cpu(), pseudo.masks.cpu(), pseudo.views.cpu()))
+        pooled = {i: tuple(torch.cat(parts) for parts in zip(*v)) for i, v in pool.items()}
         timings.add("collect", t)
 
         def step3_inputs() -> dict:
             i = next_image()
             while i not in pooled:  # an image with no collected samples this stage: take another
                 i = next_image()
-            images, masks = pooled[i]
+            images, masks, views = pooled[i]
             idx = torch.randint(0, images.shape[0], (schedule.batch_size,), generator=rng)
             return {"image": data.images[i][None].to(device), "projected": images[idx].to(device),
-                    "mask": masks[idx].to(device), "flip": flip3}
+                    "mask": masks[idx].to(device), "views": views[idx].to(device), "flip": flip3}
 
         t = time.perf_counter()
         run(3, len3, step3_inputs, stage)

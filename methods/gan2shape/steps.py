@@ -39,6 +39,12 @@ class Hyper:
     relative_enc: bool = True
     view_scale: float = 1.2
     rand_light: tuple[float, ...] = (-0.9, 0.9, -0.3, 0.8, -0.1, 0.7, -0.4)
+    step3_views: str = "predicted"
+
+    def __post_init__(self):
+        if self.step3_views not in ("predicted", "pseudo"):
+            raise ValueError(f"step3_views must be 'predicted' (V of each projected sample, the original) or "
+                             f"'pseudo' (the view its pseudo sample was rendered under), got {self.step3_views!r}")
 
 
 @dataclass(frozen=True)
@@ -117,12 +123,17 @@ def step2(nets: Networks, G, w: Tensor, gan_image: Tensor, pseudo: PseudoSamples
 
 
 def step3(nets: Networks, image: Tensor, projected: Tensor, projected_mask: Tensor, geom: Geometry, hp: Hyper,
-          flip: bool = False, perceptual: Perceptual | None = None) -> tuple[Step3Loss, PhotoForward]:
+          flip: bool = False, perceptual: Perceptual | None = None,
+          views: Tensor | None = None) -> tuple[Step3Loss, PhotoForward]:
     """Step-3 loss: the Step-1 loss of ``image`` ``(1, 3, S, S)`` plus the reconstruction of ``B`` projected
     samples ``(B, 3, S, S)`` re-rendered from the image's canonical depth and albedo under their own predicted
-    views and lights, masked by render validity x the collected masks ``(B, 1, S, S)``."""
+    views (or, with ``hp.step3_views == "pseudo"``, the ``views`` ``(B, 6)`` their pseudo samples were rendered
+    under) and predicted lights, masked by render validity x the collected masks ``(B, 1, S, S)``."""
     image_loss, fwd = step1(nets, image, geom, hp, flip=flip, perceptual=perceptual)
-    sample = photo_forward(nets, projected, geom, flip=flip, depth_albedo=(fwd.depth, fwd.albedo))
+    if hp.step3_views == "pseudo" and views is None:
+        raise ValueError("step3_views='pseudo' needs the pseudo samples' views")
+    sample = photo_forward(nets, projected, geom, flip=flip, depth_albedo=(fwd.depth, fwd.albedo),
+                           view=views if hp.step3_views == "pseudo" else None)
     mask = sample.render.valid * projected_mask
     if flip:
         mask = mask * sample.render_flip.valid

@@ -94,6 +94,29 @@ def test_step3_reconstructs_projected_samples_from_the_images_canonical_model(se
     nets.zero_grad(set_to_none=True)
 
 
+def test_step3_with_pseudo_views_renders_under_the_given_views(setup):
+    """step3_views='pseudo': the samples are rendered under the views given (here V's own prediction, so the loss
+    is the 'predicted' one), and V then gets no gradient from them; without views it refuses."""
+    from dataclasses import replace
+
+    G, w, image, nets, hp, perceptual, disc = setup
+    geom = Geometry()
+    projected, masks = torch.rand(3, 3, S, S) * 2 - 1, torch.ones(3, 1, S, S)
+    with torch.no_grad():
+        views = nets.netV(projected) + geom.view_mean
+        predicted = step3(nets, image, projected, masks, geom, hp)[0].projected
+        given = step3(nets, image, projected, masks, geom, replace(hp, step3_views="pseudo"), views=views)[0]
+    assert torch.equal(given.projected, predicted)
+    nets.train_only(STEP_NETS[3])
+    step3(nets, image, projected, masks, geom, replace(hp, step3_views="pseudo"), views=views)[0].projected.backward()
+    assert nets.netV.network[0].weight.grad is None and nets.netD.network[0].weight.grad is not None
+    nets.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match="needs the pseudo samples' views"):
+        step3(nets, image, projected, masks, geom, replace(hp, step3_views="pseudo"))
+    with pytest.raises(ValueError, match="step3_views must be"):
+        Hyper(step3_views="nope")
+
+
 def test_schedule_validation():
     with pytest.raises(ValueError, match="flip3 needs one flag per stage"):
         Schedule(num_stage=2, flip1=(False, True), flip3=(True,))
