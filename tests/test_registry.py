@@ -66,3 +66,21 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     assert "far_plane" in reg.names()
     assert reg.create("far_plane").depth == 1.05
     sys.modules.pop("thirdparty_plugin", None)
+
+
+def _registered_methods() -> list[str]:
+    return METHODS.names()
+
+
+@pytest.mark.parametrize("name", _registered_methods())
+def test_every_registered_method_composes_its_config_and_constructs(name):
+    """timm's idea: one test over the whole registry. Every method has ``configs/method/<name>.yaml``; the composed
+    config passes the config-only checks and builds the method (no weights or data are read before ``prepare``)."""
+    from benchmark.config import compose
+    from benchmark.runner import check_config, method_args, method_origin
+
+    cfg = compose([f"method={name}"])
+    assert cfg.method.name == name
+    check_config(cfg)
+    method = create_checked(METHODS, name, method_args(cfg), method_origin(cfg))
+    assert isinstance(method, METHODS.get(name))

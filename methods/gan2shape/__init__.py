@@ -1,4 +1,4 @@
-"""GAN2Shape (Pan et al., ICLR 2021), registered as ``gan2shape`` (:mod:`.method`).
+"""GAN2Shape (Pan et al., ICLR 2021), registered as ``gan2shape`` (:mod:`.method`) and ``gan2shape_pretrained``.
 
 * :mod:`.model` the five networks and the photo-geometric forward pass (canonical depth/albedo, view, light, render);
 * :mod:`.losses` photometric L1, second-order smoothness and the Step-1 / Step-2 losses (pure functions);
@@ -8,5 +8,6 @@
 * :mod:`.fitting` the per-image stage schedule, the ellipsoid pre-fit and stage checkpoints;
 * :mod:`.pretrain` joint pre-training over many images, DDP-ready;
 * :mod:`.outputs` result images, rotation/relighting sweeps, meshes and the HTML page;
-* :mod:`.method` the plugin: inversion, caching/resume, evaluation in the input view.
+* :mod:`.method` the plugin: inversion, caching/resume, evaluation in the input view;
+* :mod:`.predictor` the pre-trained networks as a one-pass predictor (``gan2shape_pretrained``).
 """

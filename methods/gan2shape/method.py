@@ -63,8 +63,9 @@ def save_networks(path: str | Path, nets: Networks, card: dict[str, Any]) -> Pat
     return path
 
 
-def load_networks(path: str | Path, image_size: int, latent_dim: int) -> dict[str, torch.Tensor]:
-    """The state dict of pre-trained GAN2Shape networks, checked against the expected sizes."""
+def load_networks(nets: Networks, path: str | Path) -> None:
+    """Load pre-trained GAN2Shape weights into ``nets``, after checking their card's sizes and every key and shape;
+    each mismatch is a one-line error naming the file and the fix."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"GAN2Shape weights {path} not found; train them with `bench train model=gan2shape_pretrain` "
@@ -72,10 +73,23 @@ def load_networks(path: str | Path, image_size: int, latent_dim: int) -> dict[st
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
         meta = json.loads(sidecar.read_text())
-        if (meta.get("image_size"), meta.get("latent_dim")) != (image_size, latent_dim):
+        if (meta.get("image_size"), meta.get("latent_dim")) != (nets.image_size, nets.latent_dim):
             raise BenchError(f"{path} was trained for image_size={meta.get('image_size')}, latent_dim="
-                             f"{meta.get('latent_dim')}, but this run needs {image_size}, {latent_dim}")
-    return load_file(str(path))
+                             f"{meta.get('latent_dim')}, but this run needs {nets.image_size}, {nets.latent_dim}")
+    tensors = load_file(str(path))
+    expected = nets.state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise BenchError(f"{path} does not fit GAN2Shape networks of image_size {nets.image_size}, latent_dim "
+                         f"{nets.latent_dim}: {len(missing)} keys missing (e.g. {(missing or ['-'])[0]}), "
+                         f"{len(unexpected)} unexpected (e.g. {(unexpected or ['-'])[0]}); use weights exported by "
+                         "`bench train model=gan2shape_pretrain` for these sizes")
+    for key, value in expected.items():
+        if tensors[key].shape != value.shape:
+            raise BenchError(f"{path} does not fit GAN2Shape networks of image_size {nets.image_size}, latent_dim "
+                             f"{nets.latent_dim}: {key} has shape {tuple(tensors[key].shape)}, they need "
+                             f"{tuple(value.shape)}; use weights exported for these sizes")
+    nets.load_state_dict(tensors)
 
 
 def _read_cache(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
@@ -189,7 +203,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         torch.manual_seed(ctx.seed)
         nets = Networks(self.image_size, self.G.style_dim, self.inplace_relu_quirk)
         if self.pretrained:
-            nets.load_state_dict(load_networks(asset_path(self.pretrained), self.image_size, self.G.style_dim))
+            load_networks(nets, asset_path(self.pretrained))
         self.initial_state = {k: v.clone() for k, v in nets.state_dict().items()}
         self.nets = nets.to(ctx.device)
         ftr = min(self.ftr_num, len(self.discriminator.convs) - 1) if self.discriminator is not None else 0

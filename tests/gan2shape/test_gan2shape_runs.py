@@ -137,6 +137,29 @@ def test_ddp_joint_pretraining_gives_the_same_weights_on_both_ranks(tiny_synface
     # rank 1's images changed the shared weights: one process alone ends elsewhere
     assert _digests(tmp_path / "one") != digests
 
+    # the export is a one-pass predictor: gan2shape_pretrained scores it with the geometry of its card
+    export = tmp_path / "one" / "g2s.safetensors"
+    scored = bench("run", "method=gan2shape_pretrained", f"method.weights={export}", "eval.limit=2", "device=cpu",
+                   f"dataset.root={tiny_synface}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "gan2shape_pretrained on synface_proc (2 images): side " in scored.stdout
+    # weights made for another image size are refused in one line, as are weights without their card
+    card = json.loads(export.with_suffix(".json").read_text())
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(export.read_bytes())
+    other.with_suffix(".json").write_text(json.dumps({**card, "image_size": 128}))
+    refused = bench("run", "method=gan2shape_pretrained", f"method.weights={other}", "eval.limit=1", "device=cpu",
+                    f"dataset.root={tiny_synface}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert refused.returncode == 2 and "does not fit GAN2Shape networks of image_size 128" in refused.stderr.strip().splitlines()[-1]
+    # ... and by an instance run that starts from them
+    refused = bench(*_run_args(tiny_synface, tiny_gan, tmp_path / "work", [f"method.pretrained={other}"]),
+                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert refused.returncode == 2 and "was trained for image_size=128" in refused.stderr.strip().splitlines()[-1]
+    other.with_suffix(".json").unlink()
+    refused = bench("run", "method=gan2shape_pretrained", f"method.weights={other}", "eval.limit=1", "device=cpu",
+                    f"dataset.root={tiny_synface}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert refused.returncode == 2 and "has no model card" in refused.stderr.strip().splitlines()[-1]
+
 
 def test_real_images_are_inverted_then_reconstructed(tiny_gan, tmp_path):
     from PIL import Image

@@ -141,3 +141,22 @@ def test_depth_pool_band_limits_the_canonical_depth(setup):
     assert torch.allclose(pooled, raw_to_depth(expected[:, 0], r.min_depth, r.max_depth))
     roughness = lambda d: (d[..., 1:] - d[..., :-1]).abs().mean()  # noqa: E731
     assert roughness(pooled) < roughness(plain)
+
+
+def test_pretrained_weights_are_checked_key_by_key_and_shape_by_shape(tmp_path):
+    from safetensors.torch import save_file
+
+    from core.errors import BenchError
+    from methods.gan2shape.method import load_networks
+
+    source = Networks(S, latent_dim=32)
+    path = tmp_path / "g2s.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    target = Networks(S, latent_dim=32)
+    load_networks(target, path)
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), source.state_dict().values()))
+    with pytest.raises(BenchError, match=r"latent_dim 16: netEnc\..* has shape .*32.*, they need .*16"):
+        load_networks(Networks(S, latent_dim=16), path)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items() if not k.startswith("netL.")}, str(path))
+    with pytest.raises(BenchError, match=r"keys missing \(e\.g\. netL\."):
+        load_networks(Networks(S, latent_dim=32), path)
