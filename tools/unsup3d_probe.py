@@ -17,7 +17,9 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
 * ``probe.view_warmup=N``: views held frontal for the first N steps;
 * ``probe.conf_ceiling=s``: confidence sigmas capped at ``s``;
 * ``probe.depth_lowres=k``: the depth network's output average-pooled by ``k`` and bilinearly upsampled;
-* ``probe.ellipsoid_init=N``: N Adam steps fitting the depth network to an ellipsoid first (GAN2Shape's start).
+* ``probe.ellipsoid_init=N``: N Adam steps fitting the depth network to an ellipsoid first (GAN2Shape's start);
+* ``probe.albedo_unet=W``: the albedo network replaced by a U-Net of base width W (skip connections carry the
+  image's detail to the albedo at every scale, so the depth need not).
 """
 
 from __future__ import annotations
@@ -78,6 +80,35 @@ class LowRes(nn.Module):
                              align_corners=False)
 
 
+class UNet(nn.Module):
+    """A small U-Net ``(B, 3, 64, 64) -> (B, 3, 64, 64)`` in [-1, 1]: four 4x4/s2 conv downs (W, 2W, 4W, 8W), then
+    ConvT 4x4/s2 ups, each concatenated with the encoder features of its scale, GroupNorm + LReLU between."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = [width, 2 * width, 4 * width, 8 * width]
+
+        def block(cin, cout, up=False):
+            conv = (nn.ConvTranspose2d if up else nn.Conv2d)(cin, cout, 4, 2, 1)
+            return nn.Sequential(conv, nn.GroupNorm(4, cout), nn.LeakyReLU(0.2))
+
+        self.downs = nn.ModuleList([block(3, w[0]), block(w[0], w[1]), block(w[1], w[2]), block(w[2], w[3])])
+        self.ups = nn.ModuleList([block(w[3], w[2], True), block(2 * w[2], w[1], True), block(2 * w[1], w[0], True),
+                                  block(2 * w[0], w[0], True)])
+        self.out = nn.Conv2d(w[0] + 3, 3, 3, 1, 1)
+
+    def forward(self, x):
+        skips, h = [x], x
+        for down in self.downs:
+            h = down(h)
+            skips.append(h)
+        skips.pop()
+        for up in self.ups:
+            h = up(h)
+            h = torch.cat([h, skips.pop()], 1)
+        return torch.tanh(self.out(h))
+
+
 def true_view_light(view_deg: torch.Tensor, light: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The dataset's ``(yaw, pitch, roll)`` degrees and camera-frame light as the method's 6-d view and 4-d light."""
     view = torch.zeros(len(view_deg), 6)
@@ -127,6 +158,8 @@ def main() -> None:
     if probe.get("conf_ceiling"):
         net.netC = Ceiling(net.netC, float(probe["conf_ceiling"]))
     net.netV, net.netL = Override(net.netV), Override(net.netL)
+    if probe.get("albedo_unet"):
+        net.netA = UNet(int(probe["albedo_unet"]))
     if probe.get("ellipsoid_init"):
         fit_ellipsoid(net, train["image"], int(probe["ellipsoid_init"]))
     state.optim = torch.optim.Adam(net.parameters(), lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2),
