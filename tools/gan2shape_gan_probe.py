@@ -1,7 +1,9 @@
 """Does our GAN give GAN2Shape usable views? Two checks on the first N *validation* images (never the test split).
 
-    python tools/gan2shape_gan_probe.py turn N [E_ITERS]     # do projections of turned pseudo samples turn?
-    python tools/gan2shape_gan_probe.py refit N              # does refitting the shape to them help?
+    python tools/gan2shape_gan_probe.py turn N [E_ITERS] [key=value ...]   # do projections of turned samples turn?
+    python tools/gan2shape_gan_probe.py refit N [key=value ...]            # does refitting the shape to them help?
+
+``key=value`` items are config overrides, e.g. ``method.gan=<another GAN export>``.
 
 Both start like a GAN2Shape image (``method=gan2shape preset=fast``): the W inversion, the ellipsoid pre-fit (200
 steps) and Step 1 (60 steps) give the canonical depth and albedo that Step 2 relights and turns.
@@ -45,9 +47,9 @@ WORK = ROOT / "outputs" / "gan2shape_gan_probe"
 YAWS = torch.tensor([-30.0, -15.0, 0.0, 15.0, 30.0])
 
 
-def setup(n: int):
+def setup(n: int, overrides: list[str]):
     torch.set_num_threads(1)
-    cfg = compose(["method=gan2shape", "preset=fast", "experiment.split=val", "method.progress=false"])
+    cfg = compose(["method=gan2shape", "preset=fast", "experiment.split=val", "method.progress=false", *overrides])
     data = runner.open_split(cfg, "val", limit=n)
     method = runner.create_checked(runner.METHODS, cfg.method.name, runner.method_args(cfg), "gan2shape_gan_probe")
     method.prepare(PrepareContext(torch.device("cpu"), 0, WORK, lambda split: None, cfg.dataset.name))
@@ -91,8 +93,8 @@ def direct_projection(method, w: torch.Tensor, pseudo, steps: int) -> torch.Tens
         return gan_images(method.G, w + dw, size)
 
 
-def turn(n: int, e_iters: int) -> None:
-    data, method = setup(n)
+def turn(n: int, e_iters: int, overrides: list[str]) -> None:
+    data, method = setup(n, overrides)
     regressor = load_yaw_regressor()
     nets, geom, hp = method.nets, method.geom, method.hp
     for i in range(n):
@@ -133,8 +135,8 @@ def turn(n: int, e_iters: int) -> None:
         report("free W offset (300)", direct_projection(method, w, fixed, 300))
 
 
-def refit(n: int) -> None:
-    data, method = setup(n)
+def refit(n: int, overrides: list[str]) -> None:
+    data, method = setup(n, overrides)
     geom, hp = method.geom, method.hp
     totals: dict[str, list[tuple[float, float]]] = {"before": [], "none": [], "gan": []}
 
@@ -191,7 +193,9 @@ def fit_shape(canon, mask, image, targets, pseudo, geom, res: int = 16, steps: i
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in ("turn", "refit"):
         sys.exit(__doc__)
+    overrides = [a for a in sys.argv[3:] if "=" in a]
+    numbers = [int(a) for a in sys.argv[3:] if "=" not in a]
     if sys.argv[1] == "turn":
-        turn(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 600)
+        turn(int(sys.argv[2]), numbers[0] if numbers else 600, overrides)
     else:
-        refit(int(sys.argv[2]))
+        refit(int(sys.argv[2]), overrides)
