@@ -18,6 +18,10 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
 * ``probe.conf_ceiling=s``: confidence sigmas capped at ``s``;
 * ``probe.depth_lowres=k``: the depth network's output average-pooled by ``k`` and bilinearly upsampled;
 * ``probe.ellipsoid_init=N``: N Adam steps fitting the depth network to an ellipsoid first (GAN2Shape's start);
+* ``probe.flip_consistency=λ``: half of each batch is the other half mirrored, and the canonical depth and albedo
+  of an image and of its mirror image must agree (L1), their views and lights must be mirrors (yaw, roll, x
+  translation and light x negated), weighted by λ: a canonical frame that does not depend on which way the face
+  turns;
 * ``probe.albedo_unet=W``: the albedo network replaced by a U-Net of base width W (skip connections carry the
   image's detail to the albedo at every scale, so the depth need not).
 """
@@ -194,11 +198,25 @@ def main() -> None:
         idx = batch_indices(len(train["image"]), train_cfg.batch_size, state.step, state.seed)
         set_truth(truth[0][idx], truth[1][idx], state.step)
         net.train()
-        out = net(as_float_images(train["image"][idx]))
+        images = as_float_images(train["image"][idx])
+        lam_fc = float(probe.get("flip_consistency", 0))
+        if lam_fc:
+            half = images.shape[0] // 2
+            images = torch.cat([images[:half], images[:half].flip(-1)])
+        out = net(images)
         loss = unsup3d_loss(out, None, train_cfg.lam_perc, train_cfg.lam_flip, train_cfg.lam_depth_sm,
                             train_cfg.lam_depth_curv, train_cfg.lam_coarse, train_cfg.coarse_kernel)
+        total = loss.total
+        if lam_fc:
+            a, b = slice(0, half), slice(half, 2 * half)
+            sign_v = torch.tensor([1.0, -1.0, -1.0, -1.0, 1.0, 1.0])
+            sign_l = torch.tensor([1.0, 1.0, -1.0, 1.0])
+            total = total + lam_fc * ((out.canon_depth_free[a] - out.canon_depth_free[b]).abs().mean()
+                                      + (out.canon_albedo[a] - out.canon_albedo[b]).abs().mean()
+                                      + (out.view[a] * sign_v - out.view[b]).abs().mean()
+                                      + (out.light[a] * sign_l - out.light[b]).abs().mean())
         state.optim.zero_grad(set_to_none=True)
-        loss.total.backward()
+        total.backward()
         state.optim.step()
         state.step += 1
         if state.step % every == 0 or state.step == args.iters:
