@@ -68,11 +68,7 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     sys.modules.pop("thirdparty_plugin", None)
 
 
-def _registered_methods() -> list[str]:
-    return METHODS.names()
-
-
-@pytest.mark.parametrize("name", _registered_methods())
+@pytest.mark.parametrize("name", METHODS.names())
 def test_every_registered_method_composes_its_config_and_constructs(name):
     """timm's idea: one test over the whole registry. Every method has ``configs/method/<name>.yaml``; the composed
     config passes the config-only checks and builds the method (no weights or data are read before ``prepare``)."""

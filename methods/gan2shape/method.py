@@ -44,8 +44,8 @@ from methods.stylegan2.losses import discriminator_feature_loss
 
 from .fitting import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
 from .model import Geometry, Networks, canonical, render
-from .pseudo import default_view_prior, load_view_light_prior
-from .steps import Hyper, gan_images, project, resize
+from .pseudo import load_priors
+from .steps import STEP3_VIEWS, Hyper, gan_images, project, resize
 
 __all__ = ["GAN2Shape", "load_networks", "save_networks"]
 
@@ -125,7 +125,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
     def check_settings(shape_prior: dict | None = None, depth_pool: int = 1, image_size: int = 64,
                        step3_views: str = "predicted", **_: Any) -> None:
         check_shape_prior(shape_prior or {})
-        if step3_views not in ("predicted", "pseudo"):
+        if step3_views not in STEP3_VIEWS:
             raise BenchError(f"method.step3_views must be 'predicted' (V of each projected sample, the paper) or "
                              f"'pseudo' (the view its pseudo sample was rendered under), got {step3_views!r}")
         if isinstance(depth_pool, bool) or not isinstance(depth_pool, int) or depth_pool < 1 or image_size % depth_pool:
@@ -194,10 +194,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         for net in (self.G, self.discriminator):
             if net is not None:
                 net.eval().requires_grad_(False)
-        self.view_prior = (load_view_light_prior(asset_path(self.view_prior_path), 6) if self.view_prior_path
-                           else default_view_prior())
-        light_mean = (load_view_light_prior(asset_path(self.light_prior_path), 4).mean if self.light_prior_path
-                      else torch.zeros(4))
+        self.view_prior, light_mean = load_priors(self.view_prior_path and asset_path(self.view_prior_path),
+                                                  self.light_prior_path and asset_path(self.light_prior_path))
         self.geom = Geometry(border_factor=self.border_factor, depth_pool=self.depth_pool,
                              view_mean=self.view_prior.mean.to(ctx.device), light_mean=light_mean.to(ctx.device))
         torch.manual_seed(ctx.seed)

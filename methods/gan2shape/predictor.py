@@ -22,7 +22,7 @@ from methods.base import PrepareContext, Reconstruction, ShapeMethod
 
 from .method import load_networks
 from .model import Geometry, Networks, photo_forward
-from .pseudo import default_view_prior, load_view_light_prior
+from .pseudo import load_priors
 
 __all__ = ["GAN2ShapePretrained"]
 
@@ -55,12 +55,10 @@ class GAN2ShapePretrained(ShapeMethod):
             raise BenchError(f"GAN2Shape pre-trained weights {path} not found; make them with `bench train "
                              f"model=gan2shape_pretrain train.export={self.weights}`")
         image_size, latent_dim, settings = _card_settings(path)
-        view_prior = settings.get("view_prior")
-        light_prior = settings.get("light_prior")
-        view_mean = (load_view_light_prior(asset_path(view_prior), 6) if view_prior else default_view_prior()).mean
-        light_mean = load_view_light_prior(asset_path(light_prior), 4).mean if light_prior else torch.zeros(4)
+        view_path, light_path = settings.get("view_prior"), settings.get("light_prior")
+        view_prior, light_mean = load_priors(view_path and asset_path(view_path), light_path and asset_path(light_path))
         self.geom = Geometry(border_factor=float(settings.get("border_factor", 1.02)),
-                             depth_pool=int(settings.get("depth_pool", 1)), view_mean=view_mean.to(ctx.device),
+                             depth_pool=int(settings.get("depth_pool", 1)), view_mean=view_prior.mean.to(ctx.device),
                              light_mean=light_mean.to(ctx.device))
         nets = Networks(image_size, latent_dim, bool(settings.get("inplace_relu_quirk", True)))
         load_networks(nets, path)

@@ -24,7 +24,7 @@ from methods.renderer.warp import Renderer, render_given_view
 
 __all__ = [
     "RAND_LIGHT_DEFAULT", "RAND_LIGHT_SYNFACE", "GaussianPrior", "PseudoLights", "PseudoSamples",
-    "pseudo_shading", "sample_lights", "sample_views", "default_view_prior", "load_view_light_prior",
+    "pseudo_shading", "sample_lights", "sample_views", "default_view_prior", "load_view_light_prior", "load_priors",
     "render_pseudo_samples",
 ]
 
@@ -266,6 +266,14 @@ def load_view_light_prior(path: str | Path, dim: int | None = None) -> GaussianP
     if problem:
         raise BenchError(f"invalid view/light prior file {path}: {problem}")
     return GaussianPrior(mean, cov)
+
+
+def load_priors(view_path: str | Path | None, light_path: str | Path | None) -> tuple[GaussianPrior, Tensor]:
+    """The view prior (``view_path``, or :func:`default_view_prior`) and the light prior's mean ``(4,)``
+    (``light_path``, or zeros): what GAN2Shape samples pseudo views from and adds to V's and L's outputs."""
+    view = load_view_light_prior(view_path, 6) if view_path else default_view_prior()
+    light_mean = load_view_light_prior(light_path, 4).mean if light_path else torch.zeros(4)
+    return view, light_mean
 
 
 def render_pseudo_samples(albedo: Tensor, canon_depth: Tensor, views: Tensor, lights: PseudoLights,

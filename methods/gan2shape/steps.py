@@ -22,10 +22,15 @@ from .losses import Step1Loss, Step2Loss, photometric_l1, step1_loss, step2_loss
 from .model import Geometry, Networks, PhotoForward, photo_forward
 from .pseudo import GaussianPrior, PseudoSamples, render_pseudo_samples, sample_lights, sample_views
 
-__all__ = ["Hyper", "Step3Loss", "resize", "gan_images", "step1", "make_pseudo", "project", "step2", "step3"]
+__all__ = ["STEP3_VIEWS", "Hyper", "Step3Loss", "resize", "gan_images", "step1", "make_pseudo", "project", "step2",
+           "step3"]
 
 Perceptual = Callable[[Tensor, Tensor], Tensor]
 FeatureLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+#: Where Step 3 takes each projected sample's view from: V's prediction (the paper) or its pseudo sample's view.
+STEP3_VIEWS = ("predicted", "pseudo")
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Hyper:
     step3_views: str = "predicted"
 
     def __post_init__(self):
-        if self.step3_views not in ("predicted", "pseudo"):
+        if self.step3_views not in STEP3_VIEWS:
             raise ValueError(f"step3_views must be 'predicted' (V of each projected sample, the original) or "
                              f"'pseudo' (the view its pseudo sample was rendered under), got {self.step3_views!r}")
 
