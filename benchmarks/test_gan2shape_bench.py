@@ -87,3 +87,32 @@ def test_gan2shape_iteration(benchmark, device, phase):
             projected = step2(nets, G, w, image, pseudo, hp, None)[1]
         benchmark(_iteration(nets, STEP_NETS[3], lambda: step3(nets, image, projected, pseudo.masks, geom, hp,
                                                                flip=True, perceptual=feats)[0].total))
+
+
+@pytest.mark.parametrize("how", ["loop", "vmap"])
+def test_gan2shape_networks_of_two_images(benchmark, how):
+    """D forward + backward for 2 images' own networks on their batches of 16: one after the other (``loop``) or
+    stacked with ``torch.func`` and run as one batched call (``vmap``, the in-process batching issue 15 suggests).
+    Measured on the project's 2-core CPU, the stacked call is not faster than the loop, so several images are
+    fitted at once by torchrun ranks (``tests/gan2shape``: sharded runs match one process) instead."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    nets = [Networks(64, 256).netD for _ in range(2)]
+    x = torch.randn(2, BATCH, 3, 64, 64)
+    if how == "loop":
+        params = [p for n in nets for p in n.parameters()]
+
+        def run():
+            loss = sum(n(x[i]).sum() for i, n in enumerate(nets))
+            torch.autograd.grad(loss, params)
+    else:
+        stacked, buffers = stack_module_state(nets)
+        base = copy.deepcopy(nets[0]).to("meta")
+        call = vmap(lambda p, b, xi: functional_call(base, (p, b), (xi,)))
+
+        def run():
+            torch.autograd.grad(call(stacked, buffers, x).sum(), list(stacked.values()))
+    benchmark(run)

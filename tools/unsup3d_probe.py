@@ -8,6 +8,17 @@ trains on (the "networks on a few images" rung). Writes a picture (input, recons
 canonical albedo, input-view depth normals, true normals) of 4 of them to ``--out``.
 
     python tools/unsup3d_probe.py NAME ITERS [key=value ...] [--data DIR] [--subset N] [--out DIR]
+        [--own-render warped|fixed] [--max-yaw DEG]
+
+``--max-yaw`` keeps only the images whose true |yaw| is at most DEG degrees, for training and scoring (a dataset
+with a narrower view range, without regenerating it).
+
+``--own-render`` replaces every image by the methods' own render (:func:`methods.gan2shape.model.render`) of its
+truth: the identity's frontal depth and albedo (sphere-traced, k_a 1, k_d 0) under the image's view and light, so
+the image model is exactly the one the networks invert. ``warped``: a fresh background is part of the canonical
+albedo at the far depth (it turns with the head); ``fixed``: it is pasted behind the warped head afterwards
+(camera-fixed, as in the dataset), but the stretched rim of a turned head then samples the black outside the head:
+a dark band whose width grows with the yaw, a cue the dataset does not have (weights/README.md point 13).
 
 Model/train keys are those of ``configs/model/unsup3d.yaml`` (defaults here: width 16, batch 16, no perceptual
 term, lr 1e-3). Probe levers (``probe.<lever>=value``):
@@ -23,12 +34,18 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   translation and light x negated), weighted by λ: a canonical frame that does not depend on which way the face
   turns;
 * ``probe.albedo_unet=W``: the albedo network replaced by a U-Net of base width W (skip connections carry the
-  image's detail to the albedo at every scale, so the depth need not).
+  image's detail to the albedo at every scale, so the depth need not);
+* ``probe.wall_mask=t``: pixels whose colour comes from a steep part of the canonical depth (a neighbour step over
+  ``t`` depth units: the head's rim, stretched into a wall when the head turns, where the dataset shows the side
+  of the head or the background) are left out of the losses;
+* ``probe.head_mask=1``: the losses see only the dataset's head pixels (an oracle: is the camera-fixed background
+  what keeps the views frontal?).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -120,12 +137,15 @@ def true_view_light(view_deg: torch.Tensor, light: torch.Tensor) -> tuple[torch.
     return view, method_light(view_deg, light)
 
 
-def load(root: Path, subset: int) -> dict[str, torch.Tensor]:
+def load(root: Path, subset: int, max_yaw: float = 0.0) -> dict[str, torch.Tensor]:
     ds = SynfaceProc(root, "train")
     arrays = {k: torch.from_numpy(np.ascontiguousarray(ds.array(k))) for k in ("image", "depth", "view", "light",
-                                                                               "identity")}
+                                                                               "identity", "head_mask")}
     arrays["image"] = arrays["image"].permute(0, 3, 1, 2).contiguous()
     held = arrays["identity"] >= int(arrays["identity"].max() + 1) * 0.95
+    if max_yaw:
+        keep = arrays["view"][:, 0].abs() <= max_yaw
+        arrays, held = {k: v[keep] for k, v in arrays.items()}, held[keep]
     train = {k: v[~held] for k, v in arrays.items()}
     if subset:
         train = {k: v[:subset] for k, v in train.items()}
@@ -142,6 +162,8 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=0)
     ap.add_argument("--out", default="outputs/probe")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--own-render", choices=("warped", "fixed"))
+    ap.add_argument("--max-yaw", type=float, default=0.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kv = {}
@@ -153,8 +175,11 @@ def main() -> None:
             kv[key] = value
     probe = {k[6:]: v for k, v in kv.items() if k.startswith("probe.")}
     model_cfg, train_cfg, _ = split_settings({**DEFAULTS, **{k: v for k, v in kv.items() if "." not in k}})
-    data = load(Path(args.data), args.subset)
+    data = load(Path(args.data), args.subset, args.max_yaw)
     train, score = data["train"], data["score"]
+    if args.own_render:
+        for part in {id(train): train, id(score): score}.values():
+            part["image"] = own_render(Path(args.data), part, args.own_render)  # scored on the true depth
     state = create_state(model_cfg, train_cfg, "cpu", seed=0)
     net = state.net
     if probe.get("depth_lowres"):
@@ -204,6 +229,11 @@ def main() -> None:
             half = images.shape[0] // 2
             images = torch.cat([images[:half], images[:half].flip(-1)])
         out = net(images)
+        if probe.get("wall_mask"):
+            out = dataclasses.replace(out, mask=out.mask * (1 - wall_in_view(net, out, float(probe["wall_mask"]))))
+        if probe.get("head_mask"):
+            head = train["head_mask"][idx].unsqueeze(1).to(out.mask.dtype)
+            out = dataclasses.replace(out, mask=out.mask * head.repeat(out.mask.shape[0] // len(idx), 1, 1, 1))
         loss = unsup3d_loss(out, None, train_cfg.lam_perc, train_cfg.lam_flip, train_cfg.lam_depth_sm,
                             train_cfg.lam_depth_curv, train_cfg.lam_coarse, train_cfg.coarse_kernel)
         total = loss.total
@@ -222,6 +252,54 @@ def main() -> None:
         if state.step % every == 0 or state.step == args.iters:
             report("held-out" if not args.subset else "trained")
     picture(net, score, score_truth, set_truth, Path(args.out) / f"{args.name}.png")
+
+
+def wall_in_view(net, out, step: float) -> torch.Tensor:
+    """``(N, 1, S, S)``: 1 where a render samples a canonical pixel with a neighbour depth step over ``step``."""
+    from methods.renderer.warp import view_to_canon_grid
+
+    with torch.no_grad():
+        d = out.canon_depth
+        slope = torch.zeros_like(d)
+        dx, dy = (d[:, :, 1:] - d[:, :, :-1]).abs(), (d[:, 1:] - d[:, :-1]).abs()
+        slope[:, :, 1:], slope[:, :, :-1] = torch.maximum(slope[:, :, 1:], dx), torch.maximum(slope[:, :, :-1], dx)
+        slope[:, 1:], slope[:, :-1] = torch.maximum(slope[:, 1:], dy), torch.maximum(slope[:, :-1], dy)
+        reps = d.shape[0] // out.view.shape[0]
+        grid = view_to_canon_grid(out.recon_depth, out.view.repeat(reps, 1), net.cfg.renderer)
+        wall = (slope > step).float().unsqueeze(1)
+        return F.grid_sample(wall, grid, mode="bilinear", padding_mode="zeros", align_corners=True).gt(0).float()
+
+
+def own_render(root: Path, part: dict, background: str) -> torch.Tensor:
+    """The methods' render of each image's truth (``--own-render``): ``(N, 3, S, S)`` uint8 images."""
+    from benchmark.datasets.sdf_faces import render_faces
+    from benchmark.datasets.synface_proc import backgrounds, identity_table, method_view
+    from methods.gan2shape.model import Geometry, render
+
+    cfg = json.loads((root / "meta.json").read_text())["config"]
+    table = identity_table(cfg, "train")
+    ids, inverse = torch.unique(part["identity"], return_inverse=True)
+    n = len(ids)
+    white = np.tile([[1.0, 0.0, 0.0, 0.0]], (n, 1)).astype(np.float32)
+    front = render_faces(table[ids.numpy()], np.zeros((n, 3)), white, torch.zeros(n, 3, 64, 64), 64)
+    depth_id, mask_id = front["depth"], front["mask"].unsqueeze(1)
+    albedo_id = front["rgb"].permute(0, 3, 1, 2).float() / 255
+    bg = backgrounds(np.random.default_rng(7), len(inverse), 64)
+    geom = Geometry(border_factor=1.0)
+    images = []
+    for lo in range(0, len(inverse), 256):
+        sl = slice(lo, lo + 256)
+        k = inverse[sl]
+        view_deg = part["view"][sl]
+        albedo = torch.where(mask_id[k], albedo_id[k], bg[sl] if background == "warped" else torch.zeros_like(bg[sl]))
+        out = render(depth_id[k], albedo * 2 - 1, method_view(view_deg), method_light(view_deg, part["light"][sl]),
+                     geom)
+        img = out.image.add(1).div(2)
+        if background == "fixed":
+            head = (out.view_depth < 1.09).unsqueeze(1)
+            img = torch.where(head, img, bg[sl])
+        images.append((img * 255).round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(images)
 
 
 def fit_ellipsoid(net, images: torch.Tensor, iters: int) -> None:
