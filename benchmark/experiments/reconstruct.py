@@ -6,6 +6,8 @@ GAN2Shape: meshes, sweeps and the result page) and the number of images; no SIDE
 
 from __future__ import annotations
 
+import time
+
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -27,7 +29,8 @@ def reconstruct(ctx) -> dict[str, float]:
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
     loader = DataLoader(ctx.shard(data), batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.eval.num_workers)
-    count, samples, state = 0, [], {"timings": [], "pages": [], "folders": []}
+    count, samples, state = 0, [], {"timings": [], "pages": [], "folders": [], "loop_seconds": []}
+    start = time.perf_counter()
     for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
         batch = to_device(batch, ctx.device)
         rec = method.reconstruct(batch)
@@ -36,6 +39,7 @@ def reconstruct(ctx) -> dict[str, float]:
             samples.append([vis.image_to_uint8(batch["image"][i]), vis.depth_to_uint8(rec.depth[i]),
                             normals_to_uint8(rec.depth[i]), vis.mask_to_uint8(rec.valid[i])])
         collect_extras(rec, state)
+    state["loop_seconds"].append(time.perf_counter() - start)
     shards = ctx.gather((count, state))  # torchrun: rank 0 logs every rank's outputs
     if not ctx.is_main:
         return {}
@@ -45,7 +49,7 @@ def reconstruct(ctx) -> dict[str, float]:
     if not count:
         raise BenchError(f"split '{cfg.experiment.split}' of {cfg.dataset.name} is empty")
     ctx.tracker.log_image(vis.grid(samples), "samples/input_depth_normal_valid.png")
-    summary = {"n_images": float(count), **timing_summary(state["timings"])}
+    summary = {"n_images": float(count), **timing_summary(state["timings"], state["loop_seconds"], count)}
     ctx.tracker.log_metrics(summary)
     report_page(ctx, state["pages"])
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import torch
@@ -61,10 +62,20 @@ def log_extras(ctx, state: dict) -> None:
             state["pages"].append(f"images/{name}/index.html")
 
 
-def timing_summary(timings: list[dict[str, float]]) -> dict[str, float]:
-    """Mean seconds per image spent in each phase a method reported, as ``time_<phase>_s``."""
+def timing_summary(timings: list[dict[str, float]], loop_seconds: list[float] | None = None,
+                   n_images: int = 0) -> dict[str, float]:
+    """Mean seconds per image spent in each phase a method reported, as ``time_<phase>_s``; with the image loop's
+    wall time of every rank (``loop_seconds``) also ``time_wall_per_image_s``: the slowest rank's loop over all
+    ``n_images``, the throughput figure when ranks fit images side by side (``prepare`` not included).
+
+    >>> timing_summary([{"fit": 3.0}, {"fit": 5.0}], [8.0, 6.0], 4)
+    {'time_fit_s': 4.0, 'time_wall_per_image_s': 2.0}
+    """
     phases = sorted({k for t in timings for k in t})
-    return {f"time_{p}_s": sum(t.get(p, 0.0) for t in timings) / len(timings) for p in phases}
+    out = {f"time_{p}_s": sum(t.get(p, 0.0) for t in timings) / len(timings) for p in phases}
+    if loop_seconds and n_images:
+        out["time_wall_per_image_s"] = max(loop_seconds) / n_images
+    return out
 
 
 def report_page(ctx, pages: list[str]) -> None:
@@ -88,7 +99,8 @@ def shape_recon(ctx) -> dict[str, float]:
                                   load_split=ctx.load_split, dataset_name=cfg.dataset.name))
     loader = DataLoader(ctx.shard(data), batch_size=cfg.eval.batch_size, shuffle=False,
                         num_workers=cfg.eval.num_workers)
-    rows, samples, state = [], [], {"timings": [], "pages": [], "folders": []}
+    rows, samples, state = [], [], {"timings": [], "pages": [], "folders": [], "loop_seconds": []}
+    start = time.perf_counter()
     for batch in tqdm(loader, desc=f"{cfg.method.name} on {cfg.dataset.name}", leave=False, disable=None):
         batch = to_device(batch, ctx.device)
         rec = method.reconstruct(batch)
@@ -100,6 +112,7 @@ def shape_recon(ctx) -> dict[str, float]:
             samples += _sample_rows(batch, rec, cfg.tracking.samples - len(samples))
         collect_extras(rec, state)
         ctx.report(len(rows), {f"{k}_mean": nan_summary(torch.tensor([r[k] for r in rows]))[0] for k in ("side", "mad")})
+    state["loop_seconds"].append(time.perf_counter() - start)
     shards = ctx.gather((rows, state))  # torchrun: every rank's images, in rank order; then rank 0 logs
     if not ctx.is_main:
         return {}
@@ -113,7 +126,7 @@ def shape_recon(ctx) -> dict[str, float]:
         mean, std, nans = nan_summary(torch.tensor([r[key] for r in rows]))
         summary.update({f"{key}_mean": mean, f"{key}_std": std})
     summary["n_empty_mask"] = float(nans)
-    summary.update(timing_summary(state["timings"]))
+    summary.update(timing_summary(state["timings"], state["loop_seconds"], len(rows)))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=PER_IMAGE_FIELDS)
     writer.writeheader()
