@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.datasets.synface_proc import SynfaceProc, method_light
+from benchmark.datasets.synface_proc import SynfaceProc, method_light, method_view
 from methods.common.shape_prior import ellipsoid_depth
 from methods.renderer.camera import depth_to_normals
 from methods.unsup3d.losses import unsup3d_loss
@@ -132,9 +132,7 @@ class UNet(nn.Module):
 
 def true_view_light(view_deg: torch.Tensor, light: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The dataset's ``(yaw, pitch, roll)`` degrees and camera-frame light as the method's 6-d view and 4-d light."""
-    view = torch.zeros(len(view_deg), 6)
-    view[:, 0], view[:, 1], view[:, 2] = view_deg[:, 1] / 60, view_deg[:, 0] / 60, view_deg[:, 2] / 60
-    return view, method_light(view_deg, light)
+    return method_view(view_deg), method_light(view_deg, light)
 
 
 def load(root: Path, subset: int, max_yaw: float = 0.0) -> dict[str, torch.Tensor]:
@@ -273,7 +271,7 @@ def wall_in_view(net, out, step: float) -> torch.Tensor:
 def own_render(root: Path, part: dict, background: str) -> torch.Tensor:
     """The methods' render of each image's truth (``--own-render``): ``(N, 3, S, S)`` uint8 images."""
     from benchmark.datasets.sdf_faces import render_faces
-    from benchmark.datasets.synface_proc import backgrounds, identity_table, method_view
+    from benchmark.datasets.synface_proc import backgrounds, identity_table
     from methods.gan2shape.model import Geometry, render
 
     cfg = json.loads((root / "meta.json").read_text())["config"]
