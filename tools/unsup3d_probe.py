@@ -35,6 +35,9 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   turns;
 * ``probe.albedo_unet=W``: the albedo network replaced by a U-Net of base width W (skip connections carry the
   image's detail to the albedo at every scale, so the depth need not);
+* ``probe.albedo_template=1`` / ``probe.depth_template=1``: a learned per-pixel template, shared by all images, is
+  added to the albedo (before its tanh) / raw depth network output, at ``probe.template_lr`` (10) times the learning
+  rate and without weight decay: a canonical map that every image trains at once;
 * ``probe.wall_mask=t``: pixels whose colour comes from a steep part of the canonical depth (a neighbour step over
   ``t`` depth units: the head's rim, stretched into a wall when the head turns, where the dataset shows the side
   of the head or the background) are left out of the losses;
@@ -99,6 +102,21 @@ class LowRes(nn.Module):
     def forward(self, x):
         return F.interpolate(F.avg_pool2d(self.net(x), self.k), scale_factor=self.k, mode="bilinear",
                              align_corners=False)
+
+
+class Template(nn.Module):
+    """A map network plus a learned per-pixel template (a free ``(1, C, S, S)`` bias shared by all images) added
+    before the network's output activation (``probe.albedo_template`` / ``probe.depth_template``)."""
+
+    def __init__(self, net: nn.Module, channels: int, size: int = 64):
+        super().__init__()
+        layers = list(net.network)
+        self.act = layers.pop() if isinstance(layers[-1], nn.Tanh) else nn.Identity()
+        self.body = nn.Sequential(*layers)
+        self.template = nn.Parameter(torch.zeros(1, channels, size, size))
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.template)
 
 
 class UNet(nn.Module):
@@ -180,6 +198,8 @@ def main() -> None:
             part["image"] = own_render(Path(args.data), part, args.own_render)  # scored on the true depth
     state = create_state(model_cfg, train_cfg, "cpu", seed=0)
     net = state.net
+    if probe.get("depth_template"):
+        net.netD = Template(net.netD, 1)
     if probe.get("depth_lowres"):
         net.netD = LowRes(net.netD, int(probe["depth_lowres"]))
     if probe.get("conf_ceiling"):
@@ -187,9 +207,17 @@ def main() -> None:
     net.netV, net.netL = Override(net.netV), Override(net.netL)
     if probe.get("albedo_unet"):
         net.netA = UNet(int(probe["albedo_unet"]))
+    if probe.get("albedo_template"):
+        net.netA = Template(net.netA, 3)
     if probe.get("ellipsoid_init"):
         fit_ellipsoid(net, train["image"], int(probe["ellipsoid_init"]))
-    state.optim = torch.optim.Adam(net.parameters(), lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2),
+    templates = [p for n, p in net.named_parameters() if n.endswith("template")]
+    rest = [p for n, p in net.named_parameters() if not n.endswith("template")]
+    groups = [{"params": rest}]
+    if templates:
+        groups.append({"params": templates, "lr": train_cfg.lr * float(probe.get("template_lr", 10)),
+                       "weight_decay": 0.0})
+    state.optim = torch.optim.Adam(groups, lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2),
                                    weight_decay=train_cfg.weight_decay)
     truth = true_view_light(train["view"], train["light"])
     score_truth = true_view_light(score["view"], score["light"])

@@ -184,6 +184,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
     # ------------------------------------------------------------------------------------------------ prepare
     def prepare(self, ctx: PrepareContext) -> None:
         from core.paths import asset_path
+        from core.weights import file_sha256
         from methods.stylegan2.checkpoints import load_gan
 
         self.device, self.seed = ctx.device, ctx.seed
@@ -215,7 +216,9 @@ class GAN2Shape(ShapeMethod, RotationMethod):
 
         self.disc_feature = disc_feature if ftr else None
         self.perceptual_fn = disc_feature if self.perceptual == "disc" and ftr else None
-        self.key = _key({**self.config, "seed": ctx.seed, "device": ctx.device.type})
+        # the GAN's bytes are part of the key: a checkpoint re-exported at the same path must not reuse inversions
+        self.key = _key({**self.config, "seed": ctx.seed, "device": ctx.device.type,
+                         "gan_sha256": file_sha256(asset_path(self.gan_path))})
         self.cache = Path(ctx.work_dir) / "gan2shape" / self.key
 
     # ---------------------------------------------------------------------------------------------- per image

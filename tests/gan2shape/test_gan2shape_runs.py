@@ -241,3 +241,30 @@ def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
     assert mesh.rotated.shape == (1, 3, 3, 64, 64)
     # the mesh render turns: the frames at -20 and +20 degrees differ, each from the other
     assert (mesh.rotated[0, 0] - mesh.rotated[0, 2]).abs().mean() > 1e-3
+
+
+def test_cache_key_follows_the_gan_bytes_not_only_its_path(tmp_path):
+    """A GAN re-exported at the same path (a longer training's checkpoint) gets a fresh cache folder, so no inversion
+    of the old GAN is reused; the same bytes give the same key."""
+    import shutil
+
+    from methods.base import PrepareContext
+
+    exports = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        exports.append(tmp_path / f"export_{seed}.safetensors")
+        save_networks(exports[-1], Generator(32, style_dim=32, n_mlp=8, max_channels=16),
+                      Discriminator(32, max_channels=16), {"command": "tests"})
+    path = tmp_path / "gan.safetensors"
+
+    def key_for(export: Path) -> str:
+        shutil.copy(export, path)
+        shutil.copy(export.with_suffix(".json"), path.with_suffix(".json"))  # the architecture sidecar
+        cfg = compose(["method=gan2shape", f"method.gan={path}", "method.progress=false"])
+        method = GAN2Shape(**method_args(cfg))
+        method.prepare(PrepareContext(torch.device("cpu"), 0, tmp_path / "work", None, "synface_proc"))
+        return method.key
+
+    first = key_for(exports[0])
+    assert key_for(exports[1]) != first and key_for(exports[0]) == first
