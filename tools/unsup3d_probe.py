@@ -25,6 +25,8 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
 
 * ``probe.oracle_light=1`` / ``probe.oracle_view=1``: the true light (turned into the canonical frame) / view
   replace the networks' predictions, in training and scoring;
+* ``probe.yaw_gain=g``: the view network's yaw output multiplied by ``g`` (its tanh saturates at ``g`` times the
+  rotation range): is a small predicted yaw what the loss prefers, or slow learning of the output?
 * ``probe.view_warmup=N``: views held frontal for the first N steps;
 * ``probe.conf_ceiling=s``: confidence sigmas capped at ``s``;
 * ``probe.depth_lowres=k``: the depth network's output average-pooled by ``k`` and bilinearly upsampled;
@@ -69,14 +71,14 @@ DEFAULTS = {"nf_depth_albedo": 16, "conf_nf": 16, "gn_base": 4, "batch_size": 16
 
 
 class Override(nn.Module):
-    """A view or light network whose output is replaced by ``truth`` while it is set."""
+    """A view or light network whose output is replaced by ``truth`` while it is set, else scaled by ``gain``."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, gain: torch.Tensor | None = None):
         super().__init__()
-        self.net, self.truth = net, None
+        self.net, self.truth, self.gain = net, None, gain
 
     def forward(self, x):
-        out = self.net(x)
+        out = self.net(x) if self.gain is None else self.net(x) * self.gain
         return out if self.truth is None else self.truth.to(out)
 
 
@@ -204,7 +206,8 @@ def main() -> None:
         net.netD = LowRes(net.netD, int(probe["depth_lowres"]))
     if probe.get("conf_ceiling"):
         net.netC = Ceiling(net.netC, float(probe["conf_ceiling"]))
-    net.netV, net.netL = Override(net.netV), Override(net.netL)
+    yaw_gain = torch.tensor([1.0, float(probe["yaw_gain"]), 1, 1, 1, 1]) if probe.get("yaw_gain") else None
+    net.netV, net.netL = Override(net.netV, yaw_gain), Override(net.netL)
     if probe.get("albedo_unet"):
         net.netA = UNet(int(probe["albedo_unet"]))
     if probe.get("albedo_template"):
