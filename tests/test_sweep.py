@@ -106,12 +106,16 @@ def test_pruned_trials_end_killed_in_mlflow(workdir, tiny_synface):
     assert all(len(t.intermediate_values) < 6 for t in pruned)  # stopped before its last batch
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, worker: subprocess.Popen | None = None):
+    """Poll ``predicate`` until it returns something; fail at once, with the worker's output, if it ended first."""
     end = time.time() + timeout
     while time.time() < end:
         got = predicate()
         if got:
             return got
+        if worker is not None and worker.poll() is not None:
+            raise AssertionError(f"the worker ended (exit {worker.returncode}) before {what}:\n"
+                                 f"{worker.stdout.read()[-3000:]}")
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -156,7 +160,7 @@ def test_sigkill_mid_trial_then_restart_continues_the_study(workdir, tiny_synfac
             f"sweep.storage='{url}'", f"sweep.name={name}"]
     worker = _popen(args, workdir)
     try:
-        done, _ = _wait_for(_running_trial_with_run(url, name), 300, "a trial mid-run")
+        done, _ = _wait_for(_running_trial_with_run(url, name), 300, "a trial mid-run", worker)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
