@@ -61,7 +61,7 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
         ds = open_split(cfg, cfg.train.split, int(cfg.model.images))
         batch = {k: ([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
         batch = {k: torch.stack(v) if isinstance(v[0], torch.Tensor) else v for k, v in batch.items()}
-        latents = method.latents(batch, [out_dir / "latents" / method.key / n for n in batch["name"]])  # per GAN
+        latents = method.latents(batch, [method.cache / "latents" / n for n in batch["name"]])
         with torch.no_grad():
             gan = torch.cat([gan_images(method.G, w[None], method.image_size) for w in latents]).cpu()
         mask = method.mask_provider({k: v[:1] for k, v in batch.items()})

@@ -60,7 +60,7 @@ def canonical_at_step2(method, item: dict, index: int):
     """The image, its W latent, G(w) and its canonical model after the pre-fit and Step 1 (as at Step 2)."""
     torch.manual_seed(0)
     image, mask = item["image"][None], item["mask"][None]
-    w = method.latents({"image": image}, [WORK / method.key / f"val_{index:06d}"])  # inversions of this GAN
+    w = method.latents({"image": image}, [method.cache / f"val_{index:06d}"])  # the method's per-GAN cache
     nets, geom, hp = method.nets, method.geom, method.hp
     nets.load_state_dict(method.initial_state)
     prefit_depth(nets, image, shape_prior_depth(mask, **method.shape_prior), geom, 200, method.optim)

@@ -66,23 +66,30 @@ def _result(work: Path) -> dict:
     return load_file(str(folder / "result.safetensors")), folder
 
 
+def _kill_at_stage_one(args: list[str], cwd: Path, env: dict, metas) -> Path:
+    """Start ``bench <args>``, SIGKILL it as soon as one of ``metas()`` (``stage.json`` paths) says the stage-1
+    checkpoint is written, and return that file. Fails if the process ends before one appears. (Callers check that
+    the kill came before the final output.)"""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, stage = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        stage = next((m for m in metas() if json.loads(m.read_text()).get("next_stage") == 1), None)
+        if stage is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert stage is not None, f"no stage-1 checkpoint appeared: {proc.stderr.read().decode()[-2000:]}"
+    return stage
+
+
 def test_run_resumes_after_kill_between_stages_and_writes_outputs(tiny_synface, tiny_gan, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     killed_work = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *_run_args(tiny_synface, tiny_gan, killed_work)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    stage = None
-    while time.time() < deadline and proc.poll() is None:
-        metas = list(killed_work.glob("gan2shape/*/*/stage.json"))
-        if metas and json.loads(metas[0].read_text()).get("next_stage") == 1:
-            stage = metas[0]
-            break
-        time.sleep(0.05)
-    assert stage is not None, f"no stage-1 checkpoint appeared: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    stage = _kill_at_stage_one(_run_args(tiny_synface, tiny_gan, killed_work), tmp_path, env,
+                               lambda: killed_work.glob("gan2shape/*/*/stage.json"))
     assert not list(killed_work.glob("gan2shape/*/*/result.safetensors")), "killed before the result was written"
     before = json.loads(stage.read_text())["seconds"]  # phase timings up to the stage-1 checkpoint
 
@@ -185,16 +192,7 @@ def test_joint_pretraining_killed_between_stages_resumes_bit_exactly(tiny_synfac
         (run,) = client.search_runs(ids, filter_string="attributes.status = 'FINISHED'")
         return len(client.get_metric_history(run.info.run_id, "stage"))
 
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args("killed")], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    meta, deadline = tmp_path / "killed" / "stage.json", time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if meta.is_file() and json.loads(meta.read_text()).get("next_stage") == 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_at_stage_one(args("killed"), tmp_path, env, lambda: (tmp_path / "killed").glob("stage.json"))
     assert not (tmp_path / "killed" / "g2s.safetensors").exists(), "killed before the export"
     for name in ("killed", "straight"):
         result = bench(*args(name), cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
