@@ -44,15 +44,23 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   ``t`` depth units: the head's rim, stretched into a wall when the head turns, where the dataset shows the side
   of the head or the background) are left out of the losses;
 * ``probe.head_mask=1``: the losses see only the dataset's head pixels (an oracle: is the camera-fixed background
-  what keeps the views frontal?).
+  what keeps the views frontal?);
+* ``probe.albedo_unwarp=1``: the canonical albedo is not the albedo network's but the input image itself, brought
+  into the canonical frame through the predicted depth and view (:func:`~methods.renderer.warp.canon_to_view_grid`)
+  and divided by the canonical shading (floored at ``probe.unwarp_floor``, 0.2). The plain render then gives the
+  input back almost whatever the depth, view and light; the mirrored render is what is left, and it compares the
+  input with its own mirror image seen through the depth and view: a canonical albedo with the image's features from
+  the first step, so the symmetry term can turn the view and shape the depth (parallax) at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +220,9 @@ def main() -> None:
         net.netA = UNet(int(probe["albedo_unet"]))
     if probe.get("albedo_template"):
         net.netA = Template(net.netA, 3)
+    if probe.get("albedo_unwarp"):
+        net.forward = types.MethodType(functools.partial(unwarp_forward, floor=float(probe.get("unwarp_floor", 0.2))),
+                                       net)
     if probe.get("ellipsoid_init"):
         fit_ellipsoid(net, train["image"], int(probe["ellipsoid_init"]))
     templates = [p for n, p in net.named_parameters() if n.endswith("template")]
@@ -233,9 +244,10 @@ def main() -> None:
     start = time.time()
 
     def report(tag):
-        set_truth(*score_truth, step=1 << 30)
         sides, mads, yaws = [], [], []
-        for i, out in enumerate(predict(net, score["image"], 64)):
+        for i in range(0, (len(score["image"]) + 63) // 64):
+            set_truth(*(t[64 * i: 64 * i + 64] for t in score_truth), step=1 << 30)  # oracles per chunk
+            out = predict(net, score["image"][64 * i: 64 * i + 64], 64)[0]
             m = shape_metrics(out.recon_depth[:out.batch], score["depth"][64 * i: 64 * i + out.batch],
                               out.valid[:out.batch, 0])
             sides.append(m["side"])
@@ -281,6 +293,37 @@ def main() -> None:
         if state.step % every == 0 or state.step == args.iters:
             report("held-out" if not args.subset else "trained")
     picture(net, score, score_truth, set_truth, Path(args.out) / f"{args.name}.png")
+
+
+def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2):
+    """Unsup3d's forward pass with the canonical albedo taken from ``image`` (``probe.albedo_unwarp``)."""
+    from methods.renderer.shading import albedo_to_texture, light_to_shading
+    from methods.renderer.warp import canon_to_view_grid, view_to_canon_grid, view_valid_mask, warp_canon_depth
+    from methods.unsup3d.model import Unsup3dOutput, mirror
+
+    cfg, renderer = net.cfg, net.cfg.renderer
+    free, depth = net.canonical_depth(image)
+    light, view = net.netL(image), net.netV(image)
+    K = renderer.intrinsics(cfg.image_size, depth)
+    normal = depth_to_normals(depth, K)
+    shading = light_to_shading(normal, light)
+    seen = F.grid_sample(image, canon_to_view_grid(depth, view, renderer), mode="bilinear", padding_mode="border",
+                         align_corners=True)
+    albedo = (((seen + 1) / 2) / shading.clamp(min=floor) * 2 - 1).clamp(-1, 1)
+    depth2, albedo2 = torch.cat([depth, mirror(depth)]), torch.cat([albedo, mirror(albedo)])
+    normal2 = depth_to_normals(depth2, K)
+    views = view.repeat(2, 1)
+    shading2 = light_to_shading(normal2, light.repeat(2, 1))
+    canon_image = albedo_to_texture(albedo2, shading2)
+    recon_depth = warp_canon_depth(depth2, views, renderer)
+    grid = view_to_canon_grid(recon_depth, views, renderer)
+    recon = F.grid_sample(canon_image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    valid = view_valid_mask(recon_depth, renderer)
+    b = image.shape[0]
+    mask = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1).detach()
+    conf = net.netC(image) if net.netC is not None else (None, None)
+    return Unsup3dOutput(image, free, depth2, albedo2, normal2, shading2, canon_image, view, light, recon_depth,
+                         valid, mask, recon * mask, *conf)
 
 
 def wall_in_view(net, out, step: float) -> torch.Tensor:
