@@ -2,9 +2,9 @@
 
 Trains :mod:`methods.unsup3d` with model/train keys from the command line plus a few probe levers, and prints
 every ``iters / 8`` steps the SIDE/MAD of the input-view depth and how the predicted yaw follows the truth
-(correlation, and the spread of the predicted yaw in degrees; the dataset's is ~20) on held-out images: the last 5%
-of the training identities (never the val or test split), or with ``--subset N`` the same N training images it
-trains on (the "networks on a few images" rung). Writes a picture (input, reconstruction, canonical depth normals,
+(correlation; spread of the predicted yaw in degrees, the dataset's being ~20; its mean) on held-out images: the
+last 5% of the training identities (never the val or test split), or with ``--subset N`` the same N training images
+it trains on (the "networks on a few images" rung). Writes a picture (input, reconstruction, canonical depth normals,
 canonical albedo, input-view depth normals, true normals) of 4 of them to ``--out``.
 
     python tools/unsup3d_probe.py NAME ITERS [key=value ...] [--data DIR] [--subset N] [--out DIR]
@@ -50,7 +50,9 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   and divided by the canonical shading (floored at ``probe.unwarp_floor``, 0.2). The plain render then gives the
   input back almost whatever the depth, view and light; the mirrored render is what is left, and it compares the
   input with its own mirror image seen through the depth and view: a canonical albedo with the image's features from
-  the first step, so the symmetry term can turn the view and shape the depth (parallax) at once.
+  the first step, so the symmetry term can turn the view and shape the depth (parallax) at once;
+  ``probe.unwarp_reliable=1`` also weights the mirrored render's loss by how well each sampled canonical pixel was
+  seen in the input (the foreshortened side of a turned head is stretched by the unwarp).
 """
 
 from __future__ import annotations
@@ -221,8 +223,8 @@ def main() -> None:
     if probe.get("albedo_template"):
         net.netA = Template(net.netA, 3)
     if probe.get("albedo_unwarp"):
-        net.forward = types.MethodType(functools.partial(unwarp_forward, floor=float(probe.get("unwarp_floor", 0.2))),
-                                       net)
+        net.forward = types.MethodType(functools.partial(unwarp_forward, floor=float(probe.get("unwarp_floor", 0.2)),
+                                                         reliable=bool(probe.get("unwarp_reliable"))), net)
     if probe.get("ellipsoid_init"):
         fit_ellipsoid(net, train["image"], int(probe["ellipsoid_init"]))
     templates = [p for n, p in net.named_parameters() if n.endswith("template")]
@@ -256,7 +258,7 @@ def main() -> None:
         yaw, true = torch.cat(yaws).numpy(), score["view"][:, 0].numpy()
         print(f"{args.name} {tag} step {state.step}: SIDE {float(torch.cat(sides).nanmean()):.3f} MAD "
               f"{float(torch.cat(mads).nanmean()):.2f}; yaw correlation {np.corrcoef(true, yaw)[0, 1]:.2f}, "
-              f"spread {yaw.std():.1f} deg ({time.time() - start:.0f} s)", flush=True)
+              f"spread {yaw.std():.1f} deg, mean {yaw.mean():.1f} ({time.time() - start:.0f} s)", flush=True)
 
     report("start")
     every = max(args.iters // 8, 1)
@@ -295,8 +297,14 @@ def main() -> None:
     picture(net, score, score_truth, set_truth, Path(args.out) / f"{args.name}.png")
 
 
-def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2):
-    """Unsup3d's forward pass with the canonical albedo taken from ``image`` (``probe.albedo_unwarp``)."""
+def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2, reliable: bool = False):
+    """Unsup3d's forward pass with the canonical albedo taken from ``image`` (``probe.albedo_unwarp``).
+
+    ``reliable`` (``probe.unwarp_reliable=1``): the mirrored render's loss mask is weighted by how well each
+    canonical pixel it samples was seen in the input: the area of its footprint in the input image relative to a
+    frontal pixel, capped at 1 (detached). A canonical pixel foreshortened in the input (the side a turned head turns
+    away) is stretched by the unwarp and carries no reliable colour.
+    """
     from methods.renderer.shading import albedo_to_texture, light_to_shading
     from methods.renderer.warp import canon_to_view_grid, view_to_canon_grid, view_valid_mask, warp_canon_depth
     from methods.unsup3d.model import Unsup3dOutput, mirror
@@ -307,8 +315,8 @@ def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2):
     K = renderer.intrinsics(cfg.image_size, depth)
     normal = depth_to_normals(depth, K)
     shading = light_to_shading(normal, light)
-    seen = F.grid_sample(image, canon_to_view_grid(depth, view, renderer), mode="bilinear", padding_mode="border",
-                         align_corners=True)
+    to_view = canon_to_view_grid(depth, view, renderer)
+    seen = F.grid_sample(image, to_view, mode="bilinear", padding_mode="border", align_corners=True)
     albedo = (((seen + 1) / 2) / shading.clamp(min=floor) * 2 - 1).clamp(-1, 1)
     depth2, albedo2 = torch.cat([depth, mirror(depth)]), torch.cat([albedo, mirror(albedo)])
     normal2 = depth_to_normals(depth2, K)
@@ -320,10 +328,19 @@ def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2):
     recon = F.grid_sample(canon_image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     valid = view_valid_mask(recon_depth, renderer)
     b = image.shape[0]
-    mask = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1).detach()
+    mask = covered = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1).detach()
+    if reliable:
+        with torch.no_grad():
+            g = to_view * (cfg.image_size - 1) / 2  # pixels
+            gx, gy = g[:, :, 1:] - g[:, :, :-1], g[:, 1:] - g[:, :-1]
+            gx, gy = F.pad(gx, (0, 0, 0, 1)), F.pad(gy, (0, 0, 0, 0, 0, 1))
+            area = (gx[..., 0] * gy[..., 1] - gx[..., 1] * gy[..., 0]).abs().clamp(max=1).unsqueeze(1)
+            seen_well = F.grid_sample(mirror(area), grid[b:], mode="bilinear", padding_mode="zeros",
+                                      align_corners=True)
+            mask = torch.cat([mask[:b], mask[b:] * seen_well])
     conf = net.netC(image) if net.netC is not None else (None, None)
     return Unsup3dOutput(image, free, depth2, albedo2, normal2, shading2, canon_image, view, light, recon_depth,
-                         valid, mask, recon * mask, *conf)
+                         valid, mask, recon * covered, *conf)  # weights in the loss mask only, not in the render
 
 
 def wall_in_view(net, out, step: float) -> torch.Tensor:
