@@ -52,7 +52,9 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   input with its own mirror image seen through the depth and view: a canonical albedo with the image's features from
   the first step, so the symmetry term can turn the view and shape the depth (parallax) at once;
   ``probe.unwarp_reliable=1`` also weights the mirrored render's loss by how well each sampled canonical pixel was
-  seen in the input (the foreshortened side of a turned head is stretched by the unwarp).
+  seen in the input (the foreshortened side of a turned head is stretched by the unwarp);
+* ``probe.depth_freeze=N``: the depth network (and its template) is not updated for the first N steps, so the views
+  and the light can move before the depth settles.
 """
 
 from __future__ import annotations
@@ -290,6 +292,9 @@ def main() -> None:
                                       + (out.light[a] * sign_l - out.light[b]).abs().mean())
         state.optim.zero_grad(set_to_none=True)
         total.backward()
+        if state.step < int(probe.get("depth_freeze", 0)):
+            for p in net.netD.parameters():
+                p.grad = None  # Adam leaves a parameter without a gradient alone
         state.optim.step()
         state.step += 1
         if state.step % every == 0 or state.step == args.iters:
