@@ -310,42 +310,29 @@ def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2, reliable: bool 
     frontal pixel, capped at 1 (detached). A canonical pixel foreshortened in the input (the side a turned head turns
     away) is stretched by the unwarp and carries no reliable colour.
     """
-    from methods.renderer.shading import albedo_to_texture, light_to_shading
-    from methods.renderer.warp import canon_to_view_grid, view_to_canon_grid, view_valid_mask, warp_canon_depth
-    from methods.unsup3d.model import Unsup3dOutput, mirror
+    from methods.renderer.shading import light_to_shading
+    from methods.renderer.warp import canon_to_view_grid, view_to_canon_grid
 
     cfg, renderer = net.cfg, net.cfg.renderer
     free, depth = net.canonical_depth(image)
     light, view = net.netL(image), net.netV(image)
-    K = renderer.intrinsics(cfg.image_size, depth)
-    normal = depth_to_normals(depth, K)
-    shading = light_to_shading(normal, light)
+    shading = light_to_shading(depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth)), light)
     to_view = canon_to_view_grid(depth, view, renderer)
     seen = F.grid_sample(image, to_view, mode="bilinear", padding_mode="border", align_corners=True)
     albedo = (((seen + 1) / 2) / shading.clamp(min=floor) * 2 - 1).clamp(-1, 1)
-    depth2, albedo2 = torch.cat([depth, mirror(depth)]), torch.cat([albedo, mirror(albedo)])
-    normal2 = depth_to_normals(depth2, K)
-    views = view.repeat(2, 1)
-    shading2 = light_to_shading(normal2, light.repeat(2, 1))
-    canon_image = albedo_to_texture(albedo2, shading2)
-    recon_depth = warp_canon_depth(depth2, views, renderer)
-    grid = view_to_canon_grid(recon_depth, views, renderer)
-    recon = F.grid_sample(canon_image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    valid = view_valid_mask(recon_depth, renderer)
-    b = image.shape[0]
-    mask = covered = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1).detach()
-    if reliable:
-        with torch.no_grad():
-            g = to_view * (cfg.image_size - 1) / 2  # pixels
-            gx, gy = g[:, :, 1:] - g[:, :, :-1], g[:, 1:] - g[:, :-1]
-            gx, gy = F.pad(gx, (0, 0, 0, 1)), F.pad(gy, (0, 0, 0, 0, 0, 1))
-            area = (gx[..., 0] * gy[..., 1] - gx[..., 1] * gy[..., 0]).abs().clamp(max=1).unsqueeze(1)
-            seen_well = F.grid_sample(mirror(area), grid[b:], mode="bilinear", padding_mode="zeros",
-                                      align_corners=True)
-            mask = torch.cat([mask[:b], mask[b:] * seen_well])
     conf = net.netC(image) if net.netC is not None else (None, None)
-    return Unsup3dOutput(image, free, depth2, albedo2, normal2, shading2, canon_image, view, light, recon_depth,
-                         valid, mask, recon * covered, *conf)  # weights in the loss mask only, not in the render
+    out = net.render(image, free, depth, albedo, view, light, conf, flip=True)  # mirrored even when hard-symmetric
+    if not reliable:
+        return out
+    with torch.no_grad():  # weights in the loss mask only, not in the render
+        b = image.shape[0]
+        g = to_view * (cfg.image_size - 1) / 2  # pixels
+        gx, gy = g[:, :, 1:] - g[:, :, :-1], g[:, 1:] - g[:, :-1]
+        gx, gy = F.pad(gx, (0, 0, 0, 1)), F.pad(gy, (0, 0, 0, 0, 0, 1))
+        area = (gx[..., 0] * gy[..., 1] - gx[..., 1] * gy[..., 0]).abs().clamp(max=1).unsqueeze(1)
+        grid = view_to_canon_grid(out.recon_depth[b:], view, renderer)
+        seen_well = F.grid_sample(area.flip(-1), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return dataclasses.replace(out, mask=torch.cat([out.mask[:b], out.mask[b:] * seen_well]))
 
 
 def wall_in_view(net, out, step: float) -> torch.Tensor:

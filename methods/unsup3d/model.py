@@ -205,16 +205,25 @@ class Unsup3dNet(nn.Module):
     def forward(self, image: Tensor) -> Unsup3dOutput:
         """Reconstruct ``image`` ``(B, 3, S, S)`` in [-1, 1]; see :class:`Unsup3dOutput`."""
         check_shape(image, f"B,3,{self.cfg.image_size},{self.cfg.image_size}", "image")
-        cfg, renderer = self.cfg, self.cfg.renderer
-        flip = cfg.symmetry and not cfg.hard_symmetry  # a hard-symmetric canonical is its own mirror
-        reps = 2 if flip else 1
+        cfg = self.cfg
         free, depth = self.canonical_depth(image)
         albedo = self.netA(image)
         if cfg.symmetry and cfg.hard_symmetry:
             albedo = 0.5 * (albedo + mirror(albedo))
+        light, view = self.netL(image), self.netV(image)
+        conf = self.netC(image) if self.netC is not None else (None, None)
+        flip = cfg.symmetry and not cfg.hard_symmetry  # a hard-symmetric canonical is its own mirror
+        return self.render(image, free, depth, albedo, view, light, conf, flip)
+
+    def render(self, image: Tensor, free: Tensor, depth: Tensor, albedo: Tensor, view: Tensor, light: Tensor,
+               conf: tuple = (None, None), flip: bool = False) -> Unsup3dOutput:
+        """Shade the canonical ``depth`` ``(B, S, S)`` and ``albedo`` ``(B, 3, S, S)`` with ``light`` ``(B, 4)``, warp
+        them to ``view`` ``(B, 6)`` and render; with ``flip`` their mirrors too (``2B`` renders, the loss mask the
+        product of both). ``image``, ``free`` and ``conf`` (``conf_l1``, ``conf_perc``) pass through to the output."""
+        cfg, renderer = self.cfg, self.cfg.renderer
+        reps = 2 if flip else 1
         if flip:
             depth, albedo = torch.cat([depth, mirror(depth)]), torch.cat([albedo, mirror(albedo)])
-        light, view = self.netL(image), self.netV(image)
         normal = depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth))
         views = view.repeat(reps, 1)
         lit = normal
@@ -229,8 +238,5 @@ class Unsup3dNet(nn.Module):
         b = image.shape[0]
         mask = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1) if flip else valid
         mask = mask.detach()
-        conf_l1 = conf_perc = None
-        if self.netC is not None:
-            conf_l1, conf_perc = self.netC(image)
         return Unsup3dOutput(image, free, depth, albedo, normal, shading, canon_image, view, light, recon_depth,
-                             valid, mask, recon * mask, conf_l1, conf_perc)
+                             valid, mask, recon * mask, *conf)
