@@ -1,11 +1,13 @@
 """Short diagnostic Unsup3d trainings behind weights/README.md ("Why the learned rows lose", points 9 and 10).
 
 Trains :mod:`methods.unsup3d` with model/train keys from the command line plus a few probe levers, and prints
-every ``iters / 8`` steps the SIDE/MAD of the input-view depth and how the predicted yaw follows the truth
-(correlation; spread of the predicted yaw in degrees, the dataset's being ~20; its mean) on held-out images: the
-last 5% of the training identities (never the val or test split), or with ``--subset N`` the same N training images
-it trains on (the "networks on a few images" rung). Writes a picture (input, reconstruction, canonical depth normals,
-canonical albedo, input-view depth normals, true normals) of 4 of them to ``--out``.
+every ``iters / 8`` steps the SIDE/MAD of the input-view depth, how the predicted yaw follows the truth
+(correlation; spread of the predicted yaw in degrees, the dataset's being ~20; its mean) and how the light's x
+component follows the truth's (in the frame the model shades in: canonical, or camera with ``light_frame=camera``)
+on held-out images: the last 5% of the training identities (never the val or test split), or with ``--subset N``
+the same N training images it trains on (the "networks on a few images" rung). Writes a picture (input,
+reconstruction, canonical depth normals, canonical albedo, input-view depth normals, true normals) of 4 of them and
+the networks' state_dict (``NAME.pt``) to ``--out``.
 
     python tools/unsup3d_probe.py NAME ITERS [key=value ...] [--data DIR] [--subset N] [--out DIR]
         [--own-render warped|fixed] [--max-yaw DEG]
@@ -27,6 +29,9 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   replace the networks' predictions, in training and scoring;
 * ``probe.yaw_gain=g``: the view network's yaw output multiplied by ``g`` (its tanh saturates at ``g`` times the
   rotation range): is a small predicted yaw what the loss prefers, or slow learning of the output?
+* ``probe.yaw_norm=s``: the predicted yaw standardised over each batch and scaled to a spread of ``s`` degrees
+  (running statistics when scoring): do views of the right size sustain themselves once they are imposed?
+  ``probe.yaw_norm_from=N``: only from step N on (the views first find their direction, small);
 * ``probe.view_warmup=N``: views held frontal for the first N steps;
 * ``probe.conf_ceiling=s``: confidence sigmas capped at ``s``;
 * ``probe.depth_lowres=k``: the depth network's output average-pooled by ``k`` and bilinearly upsampled;
@@ -53,6 +58,8 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   the first step, so the symmetry term can turn the view and shape the depth (parallax) at once;
   ``probe.unwarp_reliable=1`` also weights the mirrored render's loss by how well each sampled canonical pixel was
   seen in the input (the foreshortened side of a turned head is stretched by the unwarp);
+  ``probe.unwarp_mirror_only=1`` leaves the plain render out of the loss (it carries only resampling blur, which
+  pulls the views to exactly frontal);
 * ``probe.depth_freeze=N``: the depth network (and its template) is not updated for the first N steps, so the views
   and the light can move before the depth settles.
 """
@@ -93,6 +100,30 @@ class Override(nn.Module):
         out = self.net(x) if self.gain is None else self.net(x) * self.gain
         return out if self.truth is None else self.truth.to(out)
 
+
+class YawNorm(nn.Module):
+    """A view network whose yaw is standardised over the batch and scaled to ``spread`` degrees (running statistics
+    at evaluation, as BatchNorm): a prior on the spread of the views, not on any one image's view."""
+
+    def __init__(self, net: nn.Module, spread: float, range_deg: float = 60.0):
+        super().__init__()
+        self.net, self.scale, self.active = net, spread / range_deg, True
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("std", torch.ones(()))
+
+    def forward(self, x):
+        out = self.net(x)
+        if not self.active:
+            return out
+        yaw = out[:, 1]
+        if self.training and len(yaw) > 1:
+            mean, std = yaw.mean(), yaw.std() + 1e-6
+            with torch.no_grad():
+                self.mean.lerp_(mean, 0.1)
+                self.std.lerp_(std, 0.1)
+        else:
+            mean, std = self.mean, self.std
+        return torch.cat([out[:, :1], ((yaw - mean) / std * self.scale)[:, None], out[:, 2:]], 1)
 
 class Ceiling(nn.Module):
     """Confidence network with its sigmas capped at ``ceiling``."""
@@ -162,6 +193,18 @@ class UNet(nn.Module):
         return torch.tanh(self.out(h))
 
 
+def parse_settings(items: list[str]) -> dict:
+    """``key=value`` strings -> a dict, values read as JSON where they parse (numbers, booleans), else strings."""
+    kv = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        try:
+            kv[key] = json.loads(value)
+        except ValueError:
+            kv[key] = value
+    return kv
+
+
 def true_view_light(view_deg: torch.Tensor, light: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The dataset's ``(yaw, pitch, roll)`` degrees and camera-frame light as the method's 6-d view and 4-d light."""
     return method_view(view_deg), method_light(view_deg, light)
@@ -196,13 +239,7 @@ def main() -> None:
     ap.add_argument("--max-yaw", type=float, default=0.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    kv = {}
-    for item in args.settings:
-        key, value = item.split("=", 1)
-        try:
-            kv[key] = json.loads(value)
-        except ValueError:
-            kv[key] = value
+    kv = parse_settings(args.settings)
     probe = {k[6:]: v for k, v in kv.items() if k.startswith("probe.")}
     model_cfg, train_cfg, _ = split_settings({**DEFAULTS, **{k: v for k, v in kv.items() if "." not in k}})
     data = load(Path(args.data), args.subset, args.max_yaw)
@@ -219,6 +256,8 @@ def main() -> None:
     if probe.get("conf_ceiling"):
         net.netC = Ceiling(net.netC, float(probe["conf_ceiling"]))
     yaw_gain = torch.tensor([1.0, float(probe["yaw_gain"]), 1, 1, 1, 1]) if probe.get("yaw_gain") else None
+    if probe.get("yaw_norm"):
+        net.netV = YawNorm(net.netV, float(probe["yaw_norm"]))
     net.netV, net.netL = Override(net.netV, yaw_gain), Override(net.netL)
     if probe.get("albedo_unet"):
         net.netA = UNet(int(probe["albedo_unet"]))
@@ -226,7 +265,8 @@ def main() -> None:
         net.netA = Template(net.netA, 3)
     if probe.get("albedo_unwarp"):
         net.forward = types.MethodType(functools.partial(unwarp_forward, floor=float(probe.get("unwarp_floor", 0.2)),
-                                                         reliable=bool(probe.get("unwarp_reliable"))), net)
+                                                         reliable=bool(probe.get("unwarp_reliable")),
+                                                         mirror_only=bool(probe.get("unwarp_mirror_only"))), net)
     if probe.get("ellipsoid_init"):
         fit_ellipsoid(net, train["image"], int(probe["ellipsoid_init"]))
     templates = [p for n, p in net.named_parameters() if n.endswith("template")]
@@ -241,6 +281,8 @@ def main() -> None:
     score_truth = true_view_light(score["view"], score["light"])
 
     def set_truth(view, light, step):
+        if probe.get("yaw_norm"):
+            net.netV.net.active = state.step >= int(probe.get("yaw_norm_from", 0))
         frontal = probe.get("view_warmup") and step < int(probe["view_warmup"])
         net.netV.truth = torch.zeros_like(view) if frontal else (view if probe.get("oracle_view") else None)
         net.netL.truth = light if probe.get("oracle_light") else None
@@ -248,7 +290,7 @@ def main() -> None:
     start = time.time()
 
     def report(tag):
-        sides, mads, yaws = [], [], []
+        sides, mads, yaws, lights = [], [], [], []
         for i in range(0, (len(score["image"]) + 63) // 64):
             set_truth(*(t[64 * i: 64 * i + 64] for t in score_truth), step=1 << 30)  # oracles per chunk
             out = predict(net, score["image"][64 * i: 64 * i + 64], 64)[0]
@@ -257,10 +299,15 @@ def main() -> None:
             sides.append(m["side"])
             mads.append(m["mad"])
             yaws.append(out.view[:, 1] * 60)
+            lights.append(out.light[:, 2])
         yaw, true = torch.cat(yaws).numpy(), score["view"][:, 0].numpy()
+        # the light's x in the frame the model shades in: the stored camera-frame one or its canonical turn
+        true_lx = (score["light"][:, 2] if model_cfg.light_frame == "camera" else score_truth[1][:, 2]).numpy()
+        lx = torch.cat(lights).numpy()
         print(f"{args.name} {tag} step {state.step}: SIDE {float(torch.cat(sides).nanmean()):.3f} MAD "
               f"{float(torch.cat(mads).nanmean()):.2f}; yaw correlation {np.corrcoef(true, yaw)[0, 1]:.2f}, "
-              f"spread {yaw.std():.1f} deg, mean {yaw.mean():.1f} ({time.time() - start:.0f} s)", flush=True)
+              f"spread {yaw.std():.1f} deg, mean {yaw.mean():.1f}; light x correlation "
+              f"{np.corrcoef(true_lx, lx)[0, 1]:.2f} ({time.time() - start:.0f} s)", flush=True)
 
     report("start")
     every = max(args.iters // 8, 1)
@@ -300,15 +347,21 @@ def main() -> None:
         if state.step % every == 0 or state.step == args.iters:
             report("held-out" if not args.subset else "trained")
     picture(net, score, score_truth, set_truth, Path(args.out) / f"{args.name}.png")
+    torch.save(net.state_dict(), Path(args.out) / f"{args.name}.pt")
 
 
-def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2, reliable: bool = False):
+def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2, reliable: bool = False,
+                   mirror_only: bool = False):
     """Unsup3d's forward pass with the canonical albedo taken from ``image`` (``probe.albedo_unwarp``).
 
     ``reliable`` (``probe.unwarp_reliable=1``): the mirrored render's loss mask is weighted by how well each
     canonical pixel it samples was seen in the input: the area of its footprint in the input image relative to a
     frontal pixel, capped at 1 (detached). A canonical pixel foreshortened in the input (the side a turned head turns
     away) is stretched by the unwarp and carries no reliable colour.
+
+    ``mirror_only`` (``probe.unwarp_mirror_only=1``): the plain render's loss mask is zeroed. Unwarped and rendered
+    back, the input comes out exact only at the frontal view (an identity grid); any other view resamples it twice
+    with bilinear interpolation, and that blur is the plain render's whole loss: a pull to exactly frontal views.
     """
     from methods.renderer.shading import light_to_shading
     from methods.renderer.warp import canon_to_view_grid, view_to_canon_grid
@@ -316,12 +369,18 @@ def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2, reliable: bool 
     cfg, renderer = net.cfg, net.cfg.renderer
     free, depth = net.canonical_depth(image)
     light, view = net.netL(image), net.netV(image)
-    shading = light_to_shading(depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth)), light)
+    normal = depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth))
+    if cfg.light_frame == "camera":  # shaded as Unsup3dNet.render shades
+        normal = torch.einsum("nij,nhwj->nhwi", renderer.transform(view)[0], normal)
+    shading = light_to_shading(normal, light)
     to_view = canon_to_view_grid(depth, view, renderer)
     seen = F.grid_sample(image, to_view, mode="bilinear", padding_mode="border", align_corners=True)
     albedo = (((seen + 1) / 2) / shading.clamp(min=floor) * 2 - 1).clamp(-1, 1)
     conf = net.netC(image) if net.netC is not None else (None, None)
     out = net.render(image, free, depth, albedo, view, light, conf, flip=True)  # mirrored even when hard-symmetric
+    if mirror_only:
+        b = image.shape[0]
+        out = dataclasses.replace(out, mask=torch.cat([torch.zeros_like(out.mask[:b]), out.mask[b:]]))
     if not reliable:
         return out
     with torch.no_grad():  # weights in the loss mask only, not in the render

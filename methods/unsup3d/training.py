@@ -31,7 +31,7 @@ from metrics.shape import shape_summary
 from .losses import unsup3d_loss
 from .model import Unsup3dConfig, Unsup3dNet, Unsup3dOutput
 
-__all__ = ["TrainConfig", "TrainState", "split_settings", "create_state", "batch_indices", "train_step",
+__all__ = ["TrainConfig", "TrainState", "split_settings", "create_state", "batch_indices", "depth_prior", "train_step",
            "save_checkpoint", "load_checkpoint", "save_weights", "load_weights", "read_card", "evaluate_shape",
            "predict", "iter_predict", "as_float_images", "FORMAT"]
 
@@ -56,6 +56,14 @@ class TrainConfig:
     lam_depth_curv: float = 0.0
     lam_coarse: float = 0.0
     coarse_kernel: int = 9
+    depth_prior_steps: int = 0
+    depth_prior_lr: float = 1e-3
+    depth_prior_box: tuple[float, float, float, float] = (0.2, 0.8, 0.125, 0.9)
+
+    def __post_init__(self):
+        object.__setattr__(self, "depth_prior_box", tuple(float(v) for v in self.depth_prior_box))
+        if len(self.depth_prior_box) != 4:
+            raise BenchError(f"depth_prior_box must be 4 fractions (x0, x1, y0, y1), got {self.depth_prior_box}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -142,12 +150,53 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------ steps
+def depth_prior(cfg: TrainConfig, size: int, device: torch.device | str = "cpu") -> Tensor:
+    """The depth the first ``depth_prior_steps`` fit: GAN2Shape's ellipsoid (near 0.92, far 1.0) over the box
+    ``depth_prior_box`` (fractions x0, x1, y0, y1 of the image), ``(1, size, size)``.
+
+    >>> d = depth_prior(TrainConfig(), 64)
+    >>> tuple(d.shape), round(float(d.min()), 2), float(d.max())
+    ((1, 64, 64), 0.92, 1.0)
+    """
+    from methods.common.shape_prior import ellipsoid_depth
+
+    x0, x1, y0, y1 = (round(f * size) for f in cfg.depth_prior_box)
+    box = torch.zeros(1, size, size, device=device)
+    box[:, y0:y1, x0:x1] = 1
+    return ellipsoid_depth(box, near=0.92, far=1.0)
+
+
+def _depth_prior_step(state: TrainState, images: Tensor) -> dict[str, float]:
+    """One Adam step (at ``depth_prior_lr``) of the depth network alone towards :func:`depth_prior`."""
+    for group in state.optim.param_groups:
+        group["lr"] = state.cfg.depth_prior_lr
+    target = depth_prior(state.cfg, images.shape[-1], images.device)
+    loss = (state.net.canonical_depth(images)[0] - target).abs().mean()
+    state.optim.zero_grad(set_to_none=True)
+    loss.backward()  # only D has gradients; Adam leaves the other networks alone
+    state.optim.step()
+    return {"depth_prior": float(loss)}
+
+
 def train_step(state: TrainState, data: Tensor, features: Features | None = None) -> dict[str, float]:
-    """One Adam step on the batch of ``state.step``; returns the loss terms and the epoch; increments the step."""
+    """One Adam step on the batch of ``state.step``; returns the loss terms and the epoch; increments the step.
+
+    The first ``depth_prior_steps`` steps fit the depth network to :func:`depth_prior` instead (GAN2Shape's convex
+    start: with a learned light and a flat start the depth can settle concave, with the light mirrored); the
+    photometric training then starts with a fresh Adam state at ``lr``.
+    """
     cfg = state.cfg
     idx = batch_indices(data.shape[0], cfg.batch_size, state.step, state.seed)
     images = as_float_images(data[idx]).to(state.device)
     state.net.train()
+    if state.step < cfg.depth_prior_steps:
+        logs = _depth_prior_step(state, images)
+        state.step += 1
+        return {**logs, "epoch": state.step / (data.shape[0] // cfg.batch_size)}
+    if state.step == cfg.depth_prior_steps > 0:
+        state.optim.state.clear()
+        for group in state.optim.param_groups:
+            group["lr"] = cfg.lr
     out = state.net(images)
     loss = unsup3d_loss(out, features, cfg.lam_perc, cfg.lam_flip, cfg.lam_depth_sm, cfg.lam_depth_curv,
                         cfg.lam_coarse, cfg.coarse_kernel)

@@ -72,6 +72,39 @@ def test_resumed_training_reaches_the_same_state(tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_depth_prior_phase_fits_the_ellipsoid_and_leaves_the_other_networks_alone():
+    data = _data()
+    state = _state(depth_prior_steps=30, depth_prior_lr=3e-3)
+    target = training.depth_prior(state.cfg, 64)
+    images = training.as_float_images(data)
+
+    def gap():
+        with torch.no_grad():
+            return float((state.net.canonical_depth(images)[0] - target).abs().mean())
+
+    before, others = gap(), {k: v.clone() for k, v in state.net.state_dict().items() if not k.startswith("netD")}
+    logs = []
+    _train(state, data, 30, on_step=lambda st, l: logs.append(l))
+    assert gap() < 0.7 * before and set(logs[-1]) == {"depth_prior", "epoch"}
+    assert all(torch.equal(v, state.net.state_dict()[k]) for k, v in others.items())
+    _train(state, data, 31)  # the photometric phase starts with a fresh Adam at the training lr
+    assert state.optim.param_groups[0]["lr"] == state.cfg.lr
+    assert all(s["step"] == 1 for s in state.optim.state.values())
+
+
+def test_resume_across_the_depth_prior_phase_is_exact(tmp_path):
+    data = _data(8)
+    straight = _state(batch_size=2, depth_prior_steps=3)
+    _train(straight, data, 6)
+    first = _state(batch_size=2, depth_prior_steps=3)
+    _train(first, data, 2)
+    training.save_checkpoint(tmp_path / "ckpt.pt", first)
+    resumed = training.load_checkpoint(tmp_path / "ckpt.pt")
+    _train(resumed, data, 6)
+    a, b = straight.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_batch_order_is_shuffled_epochs():
     seen = torch.cat([training.batch_indices(10, 3, s, seed=1) for s in range(3)])
     assert sorted(seen.tolist()) == sorted(set(seen.tolist())) and len(seen) == 9  # no repeats within an epoch
