@@ -10,7 +10,10 @@ reconstruction, canonical depth normals, canonical albedo, input-view depth norm
 the networks' state_dict (``NAME.pt``) to ``--out``.
 
     python tools/unsup3d_probe.py NAME ITERS [key=value ...] [--data DIR] [--subset N] [--out DIR]
-        [--own-render warped|fixed] [--max-yaw DEG]
+        [--own-render warped|fixed] [--max-yaw DEG] [--checkpoint-every N]
+
+``--checkpoint-every N`` saves the networks, Adam and the step to ``OUT/NAME.ckpt`` every N steps; the same
+command run again continues from it (the data order is a function of the step), so a long run spans sessions.
 
 ``--max-yaw`` keeps only the images whose true |yaw| is at most DEG degrees, for training and scoring (a dataset
 with a narrower view range, without regenerating it).
@@ -237,6 +240,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--own-render", choices=("warped", "fixed"))
     ap.add_argument("--max-yaw", type=float, default=0.0)
+    ap.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                    help="save the networks, Adam and the step to OUT/NAME.ckpt every N steps; a rerun of the same "
+                         "command continues from it")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kv = parse_settings(args.settings)
@@ -309,7 +315,14 @@ def main() -> None:
               f"spread {yaw.std():.1f} deg, mean {yaw.mean():.1f}; light x correlation "
               f"{np.corrcoef(true_lx, lx)[0, 1]:.2f} ({time.time() - start:.0f} s)", flush=True)
 
-    report("start")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    ckpt = Path(args.out) / f"{args.name}.ckpt"
+    if args.checkpoint_every and ckpt.exists():
+        saved = torch.load(ckpt, weights_only=True)
+        net.load_state_dict(saved["net"])
+        state.optim.load_state_dict(saved["optim"])
+        state.step = int(saved["step"])
+    report("resumed" if state.step else "start")
     every = max(args.iters // 8, 1)
     while state.step < args.iters:
         idx = batch_indices(len(train["image"]), train_cfg.batch_size, state.step, state.seed)
@@ -346,6 +359,10 @@ def main() -> None:
         state.step += 1
         if state.step % every == 0 or state.step == args.iters:
             report("held-out" if not args.subset else "trained")
+        if args.checkpoint_every and state.step % args.checkpoint_every == 0:
+            torch.save({"net": net.state_dict(), "optim": state.optim.state_dict(), "step": state.step},
+                       ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
     picture(net, score, score_truth, set_truth, Path(args.out) / f"{args.name}.png")
     torch.save(net.state_dict(), Path(args.out) / f"{args.name}.pt")
 
