@@ -83,10 +83,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.datasets.synface_proc import SynfaceProc, method_light, method_view
-from methods.common.shape_prior import ellipsoid_depth
 from methods.renderer.camera import depth_to_normals
 from methods.unsup3d.losses import unsup3d_loss
-from methods.unsup3d.training import as_float_images, batch_indices, create_state, predict, split_settings
+from methods.unsup3d.training import (TrainConfig, as_float_images, batch_indices, create_state, depth_prior, predict,
+                                      split_settings)
 from metrics.shape import shape_metrics
 
 DEFAULTS = {"nf_depth_albedo": 16, "conf_nf": 16, "gn_base": 4, "batch_size": 16, "perceptual": "none", "lr": 1e-3}
@@ -460,10 +460,9 @@ def own_render(root: Path, part: dict, background: str) -> torch.Tensor:
 
 
 def fit_ellipsoid(net, images: torch.Tensor, iters: int) -> None:
-    """Fit the depth network to an ellipsoid in a fixed face box for every image (GAN2Shape's initialisation)."""
-    box = torch.zeros(16, 64, 64)
-    box[:, 8:58, 13:51] = 1
-    target = ellipsoid_depth(box, near=0.92, far=1.0)
+    """Fit the depth network to an ellipsoid in a fixed face box for every image (GAN2Shape's initialisation): the
+    target of the trainer's ``depth_prior_steps`` (:func:`~methods.unsup3d.training.depth_prior`, default box)."""
+    target = depth_prior(TrainConfig(), 64)
     opt = torch.optim.Adam(net.netD.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(iters):
