@@ -10,12 +10,11 @@ stored camera-frame light, each squashed by tanh as the network's output is, and
 correlation of each of its four outputs with the truth on the 128 held-out training identities of
 ``tools/unsup3d_probe.py``: is the network able to read either light from an image?
 
-``view-scan`` loads the networks a ``tools/unsup3d_probe.py`` run saved (``NAME.pt``; pass the run's model
-settings as ``key=value``, and ``probe.yaw_norm`` if it used it; other levers that replace networks are not
-rebuilt) and scores 64 held-out images with its training loss, and the plain render's L1 on the
-dataset's head pixels and off them, at the frontal view, at the predicted view, and at the predicted view with its
-yaw replaced by half the true yaw and by the true yaw, or multiplied by 3: do the learned canonical maps prefer the
-true yaw?
+``view-scan`` loads the networks a ``tools/unsup3d_probe.py`` run saved (``NAME.pt``; pass the run's model settings
+as ``key=value``, ``view_spread_deg`` included; probe levers that replace networks are not rebuilt) and scores 64
+held-out images with its training loss, and the plain render's L1 on the dataset's head pixels and off them, at the
+frontal view, at the predicted view, and at the predicted view with its yaw replaced by half the true yaw and by the
+true yaw, or multiplied by 3: do the learned canonical maps prefer the true yaw?
 """
 
 from __future__ import annotations
@@ -65,8 +64,6 @@ def light_sup(data: dict, steps: int) -> None:
 def view_scan(state_path: Path, data: dict, settings: dict) -> None:
     model_cfg, train_cfg, _ = split_settings({**probe.DEFAULTS, **{k: v for k, v in settings.items() if "." not in k}})
     net = create_state(model_cfg, train_cfg, "cpu", seed=0).net
-    if settings.get("probe.yaw_norm"):
-        net.netV = probe.YawNorm(net.netV, float(settings["probe.yaw_norm"]))
     net.netV, net.netL = probe.Override(net.netV), probe.Override(net.netL)
     net.load_state_dict(torch.load(state_path, weights_only=True))
     net.eval()
@@ -75,7 +72,7 @@ def view_scan(state_path: Path, data: dict, settings: dict) -> None:
     images = as_float_images(score["image"][:64])
     head = score["head_mask"][:64].float().unsqueeze(1)
     with torch.no_grad():
-        pred = net.netV(images)
+        pred = net.spread_views(net.netV(images))
 
     def scores(view):
         net.netV.truth = view

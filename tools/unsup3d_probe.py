@@ -32,9 +32,8 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   replace the networks' predictions, in training and scoring;
 * ``probe.yaw_gain=g``: the view network's yaw output multiplied by ``g`` (its tanh saturates at ``g`` times the
   rotation range): is a small predicted yaw what the loss prefers, or slow learning of the output?
-* ``probe.yaw_norm=s``: the predicted yaw standardised over each batch and scaled to a spread of ``s`` degrees
-  (running statistics when scoring): do views of the right size sustain themselves once they are imposed?
-  ``probe.yaw_norm_from=N``: only from step N on (the views first find their direction, small);
+* the spread prior on the views is the model option ``view_spread_deg=s view_spread_from=N`` (here N counts the
+  photometric steps only: ``probe.ellipsoid_init`` runs before step 0);
 * ``probe.view_warmup=N``: views held frontal for the first N steps;
 * ``probe.conf_ceiling=s``: confidence sigmas capped at ``s``;
 * ``probe.depth_lowres=k``: the depth network's output average-pooled by ``k`` and bilinearly upsampled;
@@ -103,30 +102,6 @@ class Override(nn.Module):
         out = self.net(x) if self.gain is None else self.net(x) * self.gain
         return out if self.truth is None else self.truth.to(out)
 
-
-class YawNorm(nn.Module):
-    """A view network whose yaw is standardised over the batch and scaled to ``spread`` degrees (running statistics
-    at evaluation, as BatchNorm): a prior on the spread of the views, not on any one image's view."""
-
-    def __init__(self, net: nn.Module, spread: float, range_deg: float = 60.0):
-        super().__init__()
-        self.net, self.scale, self.active = net, spread / range_deg, True
-        self.register_buffer("mean", torch.zeros(()))
-        self.register_buffer("std", torch.ones(()))
-
-    def forward(self, x):
-        out = self.net(x)
-        if not self.active:
-            return out
-        yaw = out[:, 1]
-        if self.training and len(yaw) > 1:
-            mean, std = yaw.mean(), yaw.std() + 1e-6
-            with torch.no_grad():
-                self.mean.lerp_(mean, 0.1)
-                self.std.lerp_(std, 0.1)
-        else:
-            mean, std = self.mean, self.std
-        return torch.cat([out[:, :1], ((yaw - mean) / std * self.scale)[:, None], out[:, 2:]], 1)
 
 class Ceiling(nn.Module):
     """Confidence network with its sigmas capped at ``ceiling``."""
@@ -262,8 +237,6 @@ def main() -> None:
     if probe.get("conf_ceiling"):
         net.netC = Ceiling(net.netC, float(probe["conf_ceiling"]))
     yaw_gain = torch.tensor([1.0, float(probe["yaw_gain"]), 1, 1, 1, 1]) if probe.get("yaw_gain") else None
-    if probe.get("yaw_norm"):
-        net.netV = YawNorm(net.netV, float(probe["yaw_norm"]))
     net.netV, net.netL = Override(net.netV, yaw_gain), Override(net.netL)
     if probe.get("albedo_unet"):
         net.netA = UNet(int(probe["albedo_unet"]))
@@ -287,8 +260,8 @@ def main() -> None:
     score_truth = true_view_light(score["view"], score["light"])
 
     def set_truth(view, light, step):
-        if probe.get("yaw_norm"):
-            net.netV.net.active = state.step >= int(probe.get("yaw_norm_from", 0))
+        if model_cfg.view_spread_deg > 0:
+            net.view_spread[2] = float(state.step >= train_cfg.view_spread_from)
         frontal = probe.get("view_warmup") and step < int(probe["view_warmup"])
         net.netV.truth = torch.zeros_like(view) if frontal else (view if probe.get("oracle_view") else None)
         net.netL.truth = light if probe.get("oracle_light") else None
@@ -385,7 +358,7 @@ def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2, reliable: bool 
 
     cfg, renderer = net.cfg, net.cfg.renderer
     free, depth = net.canonical_depth(image)
-    light, view = net.netL(image), net.netV(image)
+    light, view = net.netL(image), net.spread_views(net.netV(image))
     normal = depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth))
     if cfg.light_frame == "camera":  # shaded as Unsup3dNet.render shades
         normal = torch.einsum("nij,nhwj->nhwi", renderer.transform(view)[0], normal)

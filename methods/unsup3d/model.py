@@ -62,6 +62,11 @@ class Unsup3dConfig:
             initialisation, as published; 0: every image starts from the flat canonical depth). With the default,
             GroupNorm lifts the untrained D's output to per-pixel noise of about 0.03 depth units (neighbour
             slopes of ~10:1), so the first warps are degenerate; see ``weights/README.md``.
+        view_spread_deg: a prior on the spread of the views, not on any one image's view (0: off, as published).
+            V's yaw is standardised over the training batch and scaled to this standard deviation in degrees; at
+            evaluation the running mean and deviation (momentum 0.1, as BatchNorm) are used. They are the buffer
+            ``view_spread`` = (mean, std, on) of the raw yaw; the trainer switches it on at ``view_spread_from``
+            (the views first find their direction, small, then the prior gives them their size).
     """
 
     image_size: int = 64
@@ -87,6 +92,7 @@ class Unsup3dConfig:
     supersample: int = 1
     pixel_offset: float = 0.0
     depth_init_gain: float = 1.0
+    view_spread_deg: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict) -> "Unsup3dConfig":
@@ -191,6 +197,23 @@ class Unsup3dNet(nn.Module):
         self.netV = Encoder(3, 6, s, nf=cfg.nf_view_light)
         self.netL = Encoder(3, 4, s, nf=cfg.nf_view_light)
         self.netC = ConfNet(3, 2, zdim=cfg.conf_zdim, nf=cfg.conf_nf, gn_base=cfg.gn_base) if cfg.use_conf else None
+        if cfg.view_spread_deg > 0:
+            self.register_buffer("view_spread", torch.tensor([0.0, 1.0, 1.0]))  # running mean, std of the yaw; on
+
+    def spread_views(self, view: Tensor) -> Tensor:
+        """``view`` ``(B, 6)`` with its yaw standardised and scaled to ``view_spread_deg`` (see
+        :class:`Unsup3dConfig`); unchanged when the prior is off or not switched on yet."""
+        if self.cfg.view_spread_deg <= 0 or not bool(self.view_spread[2]):
+            return view
+        yaw = view[:, 1]
+        if self.training and yaw.shape[0] > 1:
+            mean, std = yaw.mean(), yaw.std() + 1e-6
+            with torch.no_grad():
+                self.view_spread[:2].lerp_(torch.stack([mean, std]).detach(), 0.1)
+        else:
+            mean, std = self.view_spread[0], self.view_spread[1]
+        yaw = (yaw - mean) / std * (self.cfg.view_spread_deg / self.cfg.rot_range_deg)
+        return torch.cat([view[:, :1], yaw[:, None], view[:, 2:]], 1)
 
     def canonical_depth(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Canonical depth ``(B, S, S)`` before and after the border clamp."""
@@ -210,7 +233,7 @@ class Unsup3dNet(nn.Module):
         albedo = self.netA(image)
         if cfg.symmetry and cfg.hard_symmetry:
             albedo = 0.5 * (albedo + mirror(albedo))
-        light, view = self.netL(image), self.netV(image)
+        light, view = self.netL(image), self.spread_views(self.netV(image))
         conf = self.netC(image) if self.netC is not None else (None, None)
         flip = cfg.symmetry and not cfg.hard_symmetry  # a hard-symmetric canonical is its own mirror
         return self.render(image, free, depth, albedo, view, light, conf, flip)

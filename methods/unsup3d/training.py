@@ -59,6 +59,7 @@ class TrainConfig:
     depth_prior_steps: int = 0
     depth_prior_lr: float = 1e-3
     depth_prior_box: tuple[float, float, float, float] = (0.2, 0.8, 0.125, 0.9)
+    view_spread_from: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "depth_prior_box", tuple(float(v) for v in self.depth_prior_box))
@@ -175,7 +176,7 @@ def _depth_prior_step(state: TrainState, images: Tensor) -> dict[str, float]:
     state.optim.zero_grad(set_to_none=True)
     loss.backward()  # only D has gradients; Adam leaves the other networks alone
     state.optim.step()
-    return {"depth_prior": float(loss)}
+    return {"depth_prior": float(loss.detach())}
 
 
 def train_step(state: TrainState, data: Tensor, features: Features | None = None) -> dict[str, float]:
@@ -183,12 +184,15 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
 
     The first ``depth_prior_steps`` steps fit the depth network to :func:`depth_prior` instead (GAN2Shape's convex
     start: with a learned light and a flat start the depth can settle concave, with the light mirrored); the
-    photometric training then starts with a fresh Adam state at ``lr``.
+    photometric training then starts with a fresh Adam state at ``lr``. With ``view_spread_deg`` (model), the
+    spread prior on the views is on from step ``view_spread_from`` (counted from 0, depth-prior steps included).
     """
     cfg = state.cfg
     idx = batch_indices(data.shape[0], cfg.batch_size, state.step, state.seed)
     images = as_float_images(data[idx]).to(state.device)
     state.net.train()
+    if state.net.cfg.view_spread_deg > 0:
+        state.net.view_spread[2] = float(state.step >= cfg.view_spread_from)
     if state.step < cfg.depth_prior_steps:
         logs = _depth_prior_step(state, images)
         state.step += 1

@@ -105,6 +105,31 @@ def test_resume_across_the_depth_prior_phase_is_exact(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_view_spread_prior_sets_the_yaw_spread_from_its_start_step_and_survives_export(tmp_path):
+    from dataclasses import replace
+
+    data = _data(8)
+    state = training.create_state(replace(TINY, view_spread_deg=20.0),
+                                  TrainConfig(batch_size=8, lr=1e-3, view_spread_from=2), seed=0)
+    images = training.as_float_images(data)
+    _train(state, data, 2)  # before its start step the prior is off: raw yaw, no running statistics
+    assert float(state.net.view_spread[2]) == 0 and state.net.view_spread[:2].tolist() == [0.0, 1.0]
+    raw = state.net.netV(images)[:, 1]
+    assert torch.equal(state.net(images).view[:, 1], raw)
+    _train(state, data, 3)
+    assert float(state.net.view_spread[2]) == 1 and float(state.net.view_spread[1]) != 1.0
+    state.net.train()
+    yaw_deg = state.net(images).view[:, 1] * TINY.rot_range_deg
+    assert abs(float(yaw_deg.std()) - 20.0) < 0.1 and abs(float(yaw_deg.mean())) < 1e-3  # std has a 1e-6 floor
+    raw = state.net.netV(images)[:, 1].detach()
+    path = training.save_weights(tmp_path / "u.safetensors", state.net, {})
+    net, _ = training.load_weights(path)  # evaluation: the running statistics, switched on
+    mean, std = state.net.view_spread[0], state.net.view_spread[1]
+    expected = (raw - mean) / std * 20.0 / TINY.rot_range_deg
+    assert torch.allclose(net(images).view[:, 1], expected, atol=1e-6)
+    assert "view_spread" not in training.create_state(TINY, TrainConfig()).net.state_dict()  # published keys
+
+
 def test_batch_order_is_shuffled_epochs():
     seen = torch.cat([training.batch_indices(10, 3, s, seed=1) for s in range(3)])
     assert sorted(seen.tolist()) == sorted(set(seen.tolist())) and len(seen) == 9  # no repeats within an epoch
