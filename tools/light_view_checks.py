@@ -11,7 +11,7 @@ correlation of each of its four outputs with the truth on the 128 held-out train
 ``tools/unsup3d_probe.py``: is the network able to read either light from an image?
 
 ``view-scan`` loads the networks a ``tools/unsup3d_probe.py`` run saved (``NAME.pt``; pass the run's model settings
-as ``key=value``, ``view_spread_deg`` included; probe levers that replace networks are not rebuilt) and scores 64
+as ``key=value``, ``view_spread`` included; probe levers that replace networks are not rebuilt) and scores 64
 held-out images with its training loss, and the plain render's L1 on the dataset's head pixels and off them, at the
 frontal view, at the predicted view, and at the predicted view with its yaw replaced by half the true yaw and by the
 true yaw, or multiplied by 3: do the learned canonical maps prefer the true yaw?

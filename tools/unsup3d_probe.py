@@ -32,8 +32,9 @@ term, lr 1e-3). Probe levers (``probe.<lever>=value``):
   replace the networks' predictions, in training and scoring;
 * ``probe.yaw_gain=g``: the view network's yaw output multiplied by ``g`` (its tanh saturates at ``g`` times the
   rotation range): is a small predicted yaw what the loss prefers, or slow learning of the output?
-* the spread prior on the views is the model option ``view_spread_deg=s view_spread_from=N`` (here N counts the
-  photometric steps only: ``probe.ellipsoid_init`` runs before step 0);
+* the spread prior on the views is the model option ``view_spread=true view_spread_schedule=[[N,s]]`` (spread
+  ``s`` degrees from step N; here steps count the photometric steps only: ``probe.ellipsoid_init`` runs before
+  step 0);
 * ``probe.view_warmup=N``: views held frontal for the first N steps;
 * ``probe.conf_ceiling=s``: confidence sigmas capped at ``s``;
 * ``probe.depth_lowres=k``: the depth network's output average-pooled by ``k`` and bilinearly upsampled;
@@ -260,8 +261,8 @@ def main() -> None:
     score_truth = true_view_light(score["view"], score["light"])
 
     def set_truth(view, light, step):
-        if model_cfg.view_spread_deg > 0:
-            net.view_spread[2] = float(state.step >= train_cfg.view_spread_from)
+        if model_cfg.view_spread:
+            net.view_spread[2] = train_cfg.view_spread_at(state.step)
         frontal = probe.get("view_warmup") and step < int(probe["view_warmup"])
         net.netV.truth = torch.zeros_like(view) if frontal else (view if probe.get("oracle_view") else None)
         net.netL.truth = light if probe.get("oracle_light") else None

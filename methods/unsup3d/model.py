@@ -62,11 +62,10 @@ class Unsup3dConfig:
             initialisation, as published; 0: every image starts from the flat canonical depth). With the default,
             GroupNorm lifts the untrained D's output to per-pixel noise of about 0.03 depth units (neighbour
             slopes of ~10:1), so the first warps are degenerate; see ``weights/README.md``.
-        view_spread_deg: a prior on the spread of the views, not on any one image's view (0: off, as published).
-            V's yaw is standardised over the training batch and scaled to this standard deviation in degrees; at
-            evaluation the running mean and deviation (momentum 0.1, as BatchNorm) are used. They are the buffer
-            ``view_spread`` = (mean, std, on) of the raw yaw; the trainer switches it on at ``view_spread_from``
-            (the views first find their direction, small, then the prior gives them their size).
+        view_spread: a prior on the spread of the views, not on any one image's view (off, as published). V's yaw
+            is standardised over the training batch and scaled to a standard deviation in degrees that the
+            trainer's ``view_spread_schedule`` sets; at evaluation the running mean and deviation (momentum 0.1, as
+            BatchNorm) are used. Buffer ``view_spread`` = (mean, std of the raw yaw, spread in degrees; 0: off).
     """
 
     image_size: int = 64
@@ -92,7 +91,7 @@ class Unsup3dConfig:
     supersample: int = 1
     pixel_offset: float = 0.0
     depth_init_gain: float = 1.0
-    view_spread_deg: float = 0.0
+    view_spread: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> "Unsup3dConfig":
@@ -197,13 +196,13 @@ class Unsup3dNet(nn.Module):
         self.netV = Encoder(3, 6, s, nf=cfg.nf_view_light)
         self.netL = Encoder(3, 4, s, nf=cfg.nf_view_light)
         self.netC = ConfNet(3, 2, zdim=cfg.conf_zdim, nf=cfg.conf_nf, gn_base=cfg.gn_base) if cfg.use_conf else None
-        if cfg.view_spread_deg > 0:
-            self.register_buffer("view_spread", torch.tensor([0.0, 1.0, 1.0]))  # running mean, std of the yaw; on
+        if cfg.view_spread:
+            self.register_buffer("view_spread", torch.tensor([0.0, 1.0, 0.0]))  # yaw mean, std; spread (degrees)
 
     def spread_views(self, view: Tensor) -> Tensor:
-        """``view`` ``(B, 6)`` with its yaw standardised and scaled to ``view_spread_deg`` (see
-        :class:`Unsup3dConfig`); unchanged when the prior is off or not switched on yet."""
-        if self.cfg.view_spread_deg <= 0 or not bool(self.view_spread[2]):
+        """``view`` ``(B, 6)`` with its yaw standardised and scaled to the spread of the buffer ``view_spread``
+        (see :class:`Unsup3dConfig`); unchanged when the prior is off or its spread is 0."""
+        if not self.cfg.view_spread or float(self.view_spread[2]) <= 0:
             return view
         yaw = view[:, 1]
         if self.training and yaw.shape[0] > 1:
@@ -212,7 +211,7 @@ class Unsup3dNet(nn.Module):
                 self.view_spread[:2].lerp_(torch.stack([mean, std]).detach(), 0.1)
         else:
             mean, std = self.view_spread[0], self.view_spread[1]
-        yaw = (yaw - mean) / std * (self.cfg.view_spread_deg / self.cfg.rot_range_deg)
+        yaw = (yaw - mean) / std * (self.view_spread[2] / self.cfg.rot_range_deg)
         return torch.cat([view[:, :1], yaw[:, None], view[:, 2:]], 1)
 
     def canonical_depth(self, image: Tensor) -> tuple[Tensor, Tensor]:

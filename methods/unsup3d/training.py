@@ -59,12 +59,36 @@ class TrainConfig:
     depth_prior_steps: int = 0
     depth_prior_lr: float = 1e-3
     depth_prior_box: tuple[float, float, float, float] = (0.2, 0.8, 0.125, 0.9)
-    view_spread_from: int = 0
+    view_spread_schedule: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "depth_prior_box", tuple(float(v) for v in self.depth_prior_box))
         if len(self.depth_prior_box) != 4:
             raise BenchError(f"depth_prior_box must be 4 fractions (x0, x1, y0, y1), got {self.depth_prior_box}")
+        try:
+            schedule = tuple((int(step), float(deg)) for step, deg in self.view_spread_schedule)
+        except (TypeError, ValueError):
+            schedule = None
+        if schedule is None or any(b[0] <= a[0] for a, b in zip(schedule, schedule[1:])):
+            raise BenchError(f"view_spread_schedule must be [[step, degrees], ...] with increasing steps, got "
+                             f"{self.view_spread_schedule}")
+        object.__setattr__(self, "view_spread_schedule", schedule)
+
+    def view_spread_at(self, step: int) -> float:
+        """The spread prior's standard deviation (degrees) at ``step``: 0 before the schedule's first step, then
+        piecewise linear through its points, constant after the last.
+
+        >>> cfg = TrainConfig(view_spread_schedule=[[800, 10], [3000, 10], [5000, 20]])
+        >>> [cfg.view_spread_at(s) for s in (0, 800, 2000, 4000, 9000)]
+        [0.0, 10.0, 10.0, 15.0, 20.0]
+        """
+        points = self.view_spread_schedule
+        if not points or step < points[0][0]:
+            return 0.0
+        for (s0, d0), (s1, d1) in zip(points, points[1:]):
+            if step < s1:
+                return d0 + (d1 - d0) * (step - s0) / (s1 - s0)
+        return points[-1][1]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -95,6 +119,9 @@ def split_settings(values: dict[str, Any]) -> tuple[Unsup3dConfig, TrainConfig, 
                          f"{sorted(model_keys | train_keys | set(PERCEPTUAL_KEYS) | set(_META_KEYS))}")
     model = Unsup3dConfig(**{k: v for k, v in values.items() if k in model_keys})
     train = TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
+    if model.view_spread != bool(train.view_spread_schedule):
+        raise BenchError("view_spread (the model's yaw standardisation) and view_spread_schedule (its spread over "
+                         "the steps) go together: set both or neither")
     perceptual = {"perceptual": values.get("perceptual", "none"), "perceptual_weights": values.get("perceptual_weights")}
     return model, train, perceptual
 
@@ -184,15 +211,15 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
 
     The first ``depth_prior_steps`` steps fit the depth network to :func:`depth_prior` instead (GAN2Shape's convex
     start: with a learned light and a flat start the depth can settle concave, with the light mirrored); the
-    photometric training then starts with a fresh Adam state at ``lr``. With ``view_spread_deg`` (model), the
-    spread prior on the views is on from step ``view_spread_from`` (counted from 0, depth-prior steps included).
+    photometric training then starts with a fresh Adam state at ``lr``. With ``view_spread`` (model), the spread
+    prior on the views follows ``view_spread_schedule`` (steps counted from 0, depth-prior steps included).
     """
     cfg = state.cfg
     idx = batch_indices(data.shape[0], cfg.batch_size, state.step, state.seed)
     images = as_float_images(data[idx]).to(state.device)
     state.net.train()
-    if state.net.cfg.view_spread_deg > 0:
-        state.net.view_spread[2] = float(state.step >= cfg.view_spread_from)
+    if state.net.cfg.view_spread:
+        state.net.view_spread[2] = cfg.view_spread_at(state.step)
     if state.step < cfg.depth_prior_steps:
         logs = _depth_prior_step(state, images)
         state.step += 1

@@ -105,29 +105,33 @@ def test_resume_across_the_depth_prior_phase_is_exact(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_view_spread_prior_sets_the_yaw_spread_from_its_start_step_and_survives_export(tmp_path):
+def test_view_spread_prior_follows_its_schedule_and_survives_export(tmp_path):
     from dataclasses import replace
 
     data = _data(8)
-    state = training.create_state(replace(TINY, view_spread_deg=20.0),
-                                  TrainConfig(batch_size=8, lr=1e-3, view_spread_from=2), seed=0)
+    state = training.create_state(replace(TINY, view_spread=True), TrainConfig(
+        batch_size=8, lr=1e-3, view_spread_schedule=[[2, 10.0], [4, 20.0]]), seed=0)
     images = training.as_float_images(data)
-    _train(state, data, 2)  # before its start step the prior is off: raw yaw, no running statistics
-    assert float(state.net.view_spread[2]) == 0 and state.net.view_spread[:2].tolist() == [0.0, 1.0]
+    _train(state, data, 2)  # before its first step the prior is off: raw yaw, no running statistics
+    assert state.net.view_spread.tolist() == [0.0, 1.0, 0.0]
     raw = state.net.netV(images)[:, 1]
     assert torch.equal(state.net(images).view[:, 1], raw)
-    _train(state, data, 3)
-    assert float(state.net.view_spread[2]) == 1 and float(state.net.view_spread[1]) != 1.0
+    _train(state, data, 4)
+    assert float(state.net.view_spread[2]) == 15.0 and float(state.net.view_spread[1]) != 1.0  # half-way: 15
+    _train(state, data, 5)
     state.net.train()
     yaw_deg = state.net(images).view[:, 1] * TINY.rot_range_deg
     assert abs(float(yaw_deg.std()) - 20.0) < 0.1 and abs(float(yaw_deg.mean())) < 1e-3  # std has a 1e-6 floor
     raw = state.net.netV(images)[:, 1].detach()
     path = training.save_weights(tmp_path / "u.safetensors", state.net, {})
-    net, _ = training.load_weights(path)  # evaluation: the running statistics, switched on
+    net, _ = training.load_weights(path)  # evaluation: the running statistics and the last spread
     mean, std = state.net.view_spread[0], state.net.view_spread[1]
-    expected = (raw - mean) / std * 20.0 / TINY.rot_range_deg
-    assert torch.allclose(net(images).view[:, 1], expected, atol=1e-6)
+    assert torch.allclose(net(images).view[:, 1], (raw - mean) / std * 20.0 / TINY.rot_range_deg, atol=1e-6)
     assert "view_spread" not in training.create_state(TINY, TrainConfig()).net.state_dict()  # published keys
+    with pytest.raises(BenchError, match="go together"):
+        training.split_settings({"view_spread": True})
+    with pytest.raises(BenchError, match="increasing steps"):
+        TrainConfig(view_spread_schedule=[[5, 10.0], [5, 20.0]])
 
 
 def test_batch_order_is_shuffled_epochs():
