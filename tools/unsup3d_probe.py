@@ -261,8 +261,7 @@ def main() -> None:
     score_truth = true_view_light(score["view"], score["light"])
 
     def set_truth(view, light, step):
-        if model_cfg.view_spread:
-            net.view_spread[2] = train_cfg.view_spread_at(state.step)
+        net.set_view_spread(train_cfg.view_spread_at(state.step))
         frontal = probe.get("view_warmup") and step < int(probe["view_warmup"])
         net.netV.truth = torch.zeros_like(view) if frontal else (view if probe.get("oracle_view") else None)
         net.netL.truth = light if probe.get("oracle_light") else None

@@ -199,6 +199,12 @@ class Unsup3dNet(nn.Module):
         if cfg.view_spread:
             self.register_buffer("view_spread", torch.tensor([0.0, 1.0, 0.0]))  # yaw mean, std; spread (degrees)
 
+    def set_view_spread(self, degrees: float) -> None:
+        """Set the spread prior's standard deviation (degrees; 0: off) that :meth:`spread_views` scales the yaw to
+        (a no-op without ``view_spread``)."""
+        if self.cfg.view_spread:
+            self.view_spread[2] = degrees
+
     def spread_views(self, view: Tensor) -> Tensor:
         """``view`` ``(B, 6)`` with its yaw standardised and scaled to the spread of the buffer ``view_spread``
         (see :class:`Unsup3dConfig`); unchanged when the prior is off or its spread is 0."""

@@ -218,8 +218,7 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
     idx = batch_indices(data.shape[0], cfg.batch_size, state.step, state.seed)
     images = as_float_images(data[idx]).to(state.device)
     state.net.train()
-    if state.net.cfg.view_spread:
-        state.net.view_spread[2] = cfg.view_spread_at(state.step)
+    state.net.set_view_spread(cfg.view_spread_at(state.step))
     if state.step < cfg.depth_prior_steps:
         logs = _depth_prior_step(state, images)
         state.step += 1
