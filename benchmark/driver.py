@@ -11,7 +11,10 @@ The driver owns what every loop shares and the recipe owns the model:
   ``train.eval_every`` steps and at the end);
 * the progress bar, checkpoints every ``train.checkpoint_every`` steps, and at the end a checkpoint, a validation
   and the export of the weights to ``train.export`` with the model card (command, dataset and generation seed,
-  commit, device, wall time over all resumed parts, iterations, seed, settings, last losses, validation).
+  commit, device, wall time over all resumed parts, iterations, seed, settings, last losses, validation);
+* with ``train.select_on`` (a validation figure, e.g. ``mad_mean``), model selection on validation: the export
+  is replaced only by an evaluation that lowers that figure, and its card says which step it holds
+  (``selected``); the checkpoint always holds the last step, so a resumed run continues the same selection.
 """
 
 from __future__ import annotations
@@ -97,6 +100,15 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
     wall_before = float(state.extra.get("wall_time_s", 0.0))
     last: dict[str, float] = dict(state.extra.get("last_losses") or {})  # survives a resume with no new steps
     scores: dict[str, float] = {}
+    select_on = cfg.train.get("select_on")
+
+    def better(figures: dict[str, float]) -> bool:
+        """Whether this evaluation's ``select_on`` figure is the lowest so far (then it replaces the export)."""
+        if select_on not in figures:
+            raise BenchError(f"train.select_on={select_on} is not a validation figure of {cfg.model.name}; choose "
+                             f"one of {sorted(figures) or 'none (this model logs no validation figures)'} or null")
+        best = state.extra.get("selected")
+        return best is None or best["on"] != f"val_{select_on}" or figures[select_on] < best["value"]
 
     with tracking.start_run(cfg.tracking.uri, cfg.tracking.experiment, f"{cfg.model.name}-{cfg.dataset.name}",
                             tracking.flatten(plain(cfg)), tags) as tracker:
@@ -122,6 +134,11 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
             card = {"command": command, "dataset": loaded, "commit": commit, "device": device_name(device),
                     "wall_time_s": wall_before + time.time() - started, "iterations": state.step,
                     "seed": int(cfg.seed), "train_config": settings, "losses": dict(last), "validation": dict(scores)}
+            if select_on:
+                if not better(scores):
+                    return
+                state.extra["selected"] = {"on": f"val_{select_on}", "step": state.step, "value": scores[select_on]}
+                card["selected"] = state.extra["selected"]
             recipe.export(state, Path(cfg.train.export), card)
 
         bar = tqdm(total=iterations, initial=min(state.step, iterations), disable=not cfg.train.progress,
@@ -142,5 +159,7 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
         evaluate()
         tracker.log_metrics({"iterations": state.step, "seconds_per_iteration":
                              (time.time() - started) / max(state.step - resumed_from, 1)}, step=state.step)
-    print(f"trained {cfg.model.name}: {recipe.summary(state, scores)}; wrote {cfg.train.export}")
+    selected = state.extra.get("selected") if select_on else None
+    held = f" (the weights of step {selected['step']}, best {selected['on']} {selected['value']:.4g})" if selected else ""
+    print(f"trained {cfg.model.name}: {recipe.summary(state, scores)}; wrote {cfg.train.export}{held}")
     return 0

@@ -65,3 +65,30 @@ def test_missing_weights_name_the_command(workdir, tiny_synface, tmp_path):
                    "eval.limit=2", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", "device=cpu"])
     with pytest.raises(BenchError, match="bench train model=supervised"):
         run(cfg)
+
+
+def test_select_on_exports_the_best_validation_step(tiny_synface, tmp_path, capsys):
+    """train.select_on keeps the export of the evaluation with the lowest figure; the card says which step."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    export = tmp_path / "w.safetensors"
+    args = ["train", "model=supervised", *tiny_overrides(tiny_synface), *TINY_NET, "model.lr=0.05",
+            "train.progress=false", "train.eval_every=1", "train.checkpoint_every=1", f"train.out_dir={tmp_path}",
+            f"train.export={export}", f"tracking.uri={uri}", "device=cpu", "train.iterations=6",
+            "train.select_on=mad_mean", "tracking.experiment=select"]
+    assert main(args) == 0
+    assert "the weights of step" in capsys.readouterr().out
+    card = json.loads(export.with_suffix(".json").read_text())["training"]
+    client = mlflow.tracking.MlflowClient(uri)
+    run_id = client.search_runs([client.get_experiment_by_name("select").experiment_id])[0].info.run_id
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "val_mad_mean")}
+    best = min(history, key=history.get)
+    assert sorted(history) == [1, 2, 3, 4, 5, 6] and best < 6  # so the selection differs from the last step
+    assert card["selected"] == {"on": "val_mad_mean", "step": best, "value": pytest.approx(history[best])}
+    assert card["iterations"] == best and card["validation"]["mad_mean"] == pytest.approx(history[best])
+
+    bad = [a for a in args if not a.startswith("train.select_on")] + ["train.select_on=nope", "train.iterations=7"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.select_on=nope is not a validation figure" in err[0] and "mad_mean" in err[0]

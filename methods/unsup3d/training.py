@@ -41,6 +41,31 @@ CHECKPOINT_VERSION = 1
 Features = Callable[[Tensor], Tensor]
 
 
+def _schedule(name: str, points: Any) -> tuple[tuple[int, float], ...]:
+    try:
+        schedule = tuple((int(step), float(value)) for step, value in points)
+    except (TypeError, ValueError):
+        schedule = None
+    if schedule is None or any(b[0] <= a[0] for a, b in zip(schedule, schedule[1:])):
+        raise BenchError(f"{name} must be [[step, value], ...] with increasing steps, got {points}")
+    return schedule
+
+
+def piecewise_linear(points: tuple[tuple[int, float], ...], step: int, before: float) -> float:
+    """The value of a ``((step, value), ...)`` schedule at ``step``: ``before`` ahead of the first point, linear
+    between points, the last value after the last point.
+
+    >>> piecewise_linear(((10, 2.0), (20, 4.0)), 15, before=0.0), piecewise_linear(((10, 2.0),), 5, before=1.0)
+    (3.0, 1.0)
+    """
+    if not points or step < points[0][0]:
+        return before
+    for (s0, v0), (s1, v1) in zip(points, points[1:]):
+        if step < s1:
+            return v0 + (v1 - v0) * (step - s0) / (s1 - s0)
+    return points[-1][1]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings; defaults are the published ones."""
@@ -60,19 +85,14 @@ class TrainConfig:
     depth_prior_lr: float = 1e-3
     depth_prior_box: tuple[float, float, float, float] = (0.2, 0.8, 0.125, 0.9)
     view_spread_schedule: tuple[tuple[int, float], ...] = ()
+    lr_schedule: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "depth_prior_box", tuple(float(v) for v in self.depth_prior_box))
         if len(self.depth_prior_box) != 4:
             raise BenchError(f"depth_prior_box must be 4 fractions (x0, x1, y0, y1), got {self.depth_prior_box}")
-        try:
-            schedule = tuple((int(step), float(deg)) for step, deg in self.view_spread_schedule)
-        except (TypeError, ValueError):
-            schedule = None
-        if schedule is None or any(b[0] <= a[0] for a, b in zip(schedule, schedule[1:])):
-            raise BenchError(f"view_spread_schedule must be [[step, degrees], ...] with increasing steps, got "
-                             f"{self.view_spread_schedule}")
-        object.__setattr__(self, "view_spread_schedule", schedule)
+        for name in ("view_spread_schedule", "lr_schedule"):
+            object.__setattr__(self, name, _schedule(name, getattr(self, name)))
 
     def view_spread_at(self, step: int) -> float:
         """The spread prior's standard deviation (degrees) at ``step``: 0 before the schedule's first step, then
@@ -82,13 +102,17 @@ class TrainConfig:
         >>> [cfg.view_spread_at(s) for s in (0, 800, 2000, 4000, 9000)]
         [0.0, 10.0, 10.0, 15.0, 20.0]
         """
-        points = self.view_spread_schedule
-        if not points or step < points[0][0]:
-            return 0.0
-        for (s0, d0), (s1, d1) in zip(points, points[1:]):
-            if step < s1:
-                return d0 + (d1 - d0) * (step - s0) / (s1 - s0)
-        return points[-1][1]
+        return piecewise_linear(self.view_spread_schedule, step, before=0.0)
+
+    def lr_at(self, step: int) -> float:
+        """The photometric learning rate at ``step``: ``lr`` times ``lr_schedule``'s factor (1 before its first
+        point, then piecewise linear, constant after the last).
+
+        >>> cfg = TrainConfig(lr=1e-3, lr_schedule=[[4000, 1.0], [8000, 0.1]])
+        >>> [round(cfg.lr_at(s), 6) for s in (0, 4000, 6000, 9000)]
+        [0.001, 0.001, 0.00055, 0.0001]
+        """
+        return self.lr * piecewise_linear(self.lr_schedule, step, before=1.0)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -211,8 +235,9 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
 
     The first ``depth_prior_steps`` steps fit the depth network to :func:`depth_prior` instead (GAN2Shape's convex
     start: with a learned light and a flat start the depth can settle concave, with the light mirrored); the
-    photometric training then starts with a fresh Adam state at ``lr``. With ``view_spread`` (model), the spread
-    prior on the views follows ``view_spread_schedule`` (steps counted from 0, depth-prior steps included).
+    photometric training then starts with a fresh Adam state at ``lr`` (times ``lr_schedule``'s factor). With
+    ``view_spread`` (model), the spread prior on the views follows ``view_spread_schedule``. Schedules count steps
+    from 0, depth-prior steps included.
     """
     cfg = state.cfg
     idx = batch_indices(data.shape[0], cfg.batch_size, state.step, state.seed)
@@ -225,8 +250,8 @@ def train_step(state: TrainState, data: Tensor, features: Features | None = None
         return {**logs, "epoch": state.step / (data.shape[0] // cfg.batch_size)}
     if state.step == cfg.depth_prior_steps > 0:
         state.optim.state.clear()
-        for group in state.optim.param_groups:
-            group["lr"] = cfg.lr
+    for group in state.optim.param_groups:
+        group["lr"] = cfg.lr_at(state.step)
     out = state.net(images)
     loss = unsup3d_loss(out, features, cfg.lam_perc, cfg.lam_flip, cfg.lam_depth_sm, cfg.lam_depth_curv,
                         cfg.lam_coarse, cfg.coarse_kernel)

@@ -134,6 +134,15 @@ def test_view_spread_prior_follows_its_schedule_and_survives_export(tmp_path):
         TrainConfig(view_spread_schedule=[[5, 10.0], [5, 20.0]])
 
 
+def test_lr_schedule_sets_the_photometric_lr_after_the_depth_prior():
+    data, used = _data(), []
+    state = _state(lam_perc=0.0, depth_prior_steps=2, depth_prior_lr=5e-3, lr_schedule=[[3, 1.0], [5, 0.1]])
+    _train(state, data, 6, on_step=lambda s, _: used.append(s.optim.param_groups[0]["lr"]))
+    assert used == pytest.approx([5e-3, 5e-3, 1e-3, 1e-3, 5.5e-4, 1e-4])
+    with pytest.raises(BenchError, match="lr_schedule must be"):
+        TrainConfig(lr_schedule=[[5, "fast"]])
+
+
 def test_batch_order_is_shuffled_epochs():
     seen = torch.cat([training.batch_indices(10, 3, s, seed=1) for s in range(3)])
     assert sorted(seen.tolist()) == sorted(set(seen.tolist())) and len(seen) == 9  # no repeats within an epoch
