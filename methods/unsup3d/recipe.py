@@ -68,6 +68,17 @@ class Unsup3dRecipe(TrainRecipe):
         self.features = build_features(perc["perceptual"], perc["perceptual_weights"], size, ctx.device)
         self.perc_info = {**perc, "sha256": file_sha256(perc["perceptual_weights"]) if self.features else None}
 
+    def total_iterations(self) -> int:
+        """``model.iterations`` when the config fixes its schedule (its lr and spread schedules are laid out on
+        it), capped by ``train.iterations`` (a shorter run stops early); else ``train.iterations``."""
+        fixed = self.ctx.settings.get("iterations")
+        return self.ctx.iterations if fixed is None else min(int(fixed), self.ctx.iterations)
+
+    def resume_settings(self) -> dict[str, Any]:
+        """Every setting but the run's length, where it exports and what it validates on."""
+        return {k: v for k, v in self.ctx.settings.items() if k not in ("iterations", "export", "val_split",
+                                                                           "val_images")}
+
     def create(self) -> training.TrainState:
         return training.create_state(self.model_cfg, self.train_cfg, self.ctx.device, seed=self.ctx.seed)
 

@@ -29,7 +29,7 @@ def trained(tmp_path_factory, tiny_synface):
             f"train.out_dir={workdir / 'out'}", f"train.export={export}", f"tracking.uri={uri}", "device=cpu"]
     assert main([*args, "train.iterations=2"]) == 0
     assert json.loads(export.with_suffix(".json").read_text())["training"]["iterations"] == 2
-    assert main([*args, "train.iterations=3"]) == 0  # resumes from out/checkpoint.pt
+    assert main([*args, "train.iterations=10", "model.iterations=3"]) == 0  # resumes; the model's schedule ends it
     return export, uri
 
 
