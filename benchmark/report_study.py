@@ -127,6 +127,41 @@ def per_image_side(uri: str | None, rows: list[Row]) -> dict[str, list[float]]:
     return out
 
 
+SAMPLE_GRID = "samples/input_gtdepth_depth_gtnormal_normal_valid.png"  # shape_recon's grid, 6 tiles a face
+FACE_TILES = ("input", "true depth", "depth", "true normals", "normals")  # its first 5 tiles (not the mask)
+
+
+def _crop_faces(grid, faces: int, tiles: int = 6, pad: int = 2):
+    """The first ``faces`` rows and ``len(FACE_TILES)`` columns of a ``core.images.grid`` of ``tiles`` columns."""
+    width = (grid.shape[1] - pad) // tiles  # tile + pad
+    return grid[:pad + faces * width, :pad + len(FACE_TILES) * width]
+
+
+def face_strips(uri: str | None, rows: list[Row], faces: int) -> dict[str, str | bytes]:
+    """``faces.md`` and ``faces/<row>.png``: the first ``faces`` evaluated images of every row (input, true and
+    predicted depth, true and predicted normals), cut from the sample grid its run logged."""
+    import numpy as np
+    from PIL import Image
+
+    client, files, lines = tracking.client(uri), {}, []
+    for r in rows:
+        try:
+            with Image.open(client.download_artifacts(r.run_id, SAMPLE_GRID)) as image:
+                grid = np.asarray(image.convert("RGB"))
+        except Exception:  # noqa: BLE001  (a run logged without samples: the row is left out)
+            continue
+        name = "faces/" + "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{r.method}-{r.label}").strip("_") + ".png"
+        files[name] = _png(np.ascontiguousarray(_crop_faces(grid, faces)))
+        lines.append([r.method, r.label, f"![{r.method} {r.label}]({name})", f"`{r.run_id[:8]}`"])
+    if not lines:
+        return {}
+    out = [f"# The first {faces} evaluated faces of every row", "",
+           f"Each strip, one face a line: {', '.join(FACE_TILES)} (normals from depth, as MAD measures them). "
+           "Cut from the sample grid each run logged; the runs and their commands are listed in shape_recon.md.", "",
+           *_table(("Method", "Ablation", "Faces", "Run"), lines)]
+    return {"faces.md": "\n".join(out) + "\n", **files}
+
+
 def shape_tables(cfg, rows: list[Row]) -> dict[str, str | bytes]:
     """The study's files for the shape rows: ``bfm_table.md``, ``shape_init.md`` and ``side_per_image.png``."""
     files: dict[str, str | bytes] = {}
@@ -231,6 +266,7 @@ def _write(out_dir: Path, files: dict[str, str | bytes]) -> list[Path]:
         paths = []
         for name, content in files.items():
             path = out_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, bytes):
                 path.write_bytes(content)
             else:
@@ -244,7 +280,8 @@ def _write(out_dir: Path, files: dict[str, str | bytes]) -> list[Path]:
 def build(cfg) -> list[Path]:
     """Write the report for the runs in ``cfg.tracking.uri`` to ``cfg.report.out_dir``: the shape-reconstruction
     tables of MLflow experiment ``cfg.tracking.experiment`` (all rows; the BFM-style and shape-initialisation
-    layouts and the per-image SIDE plot when it holds ablation-study rows) and the identity table and curves of
+    layouts and the per-image SIDE plot when it holds ablation-study rows; ``faces.md`` with the first
+    ``cfg.report.faces`` evaluated faces of every row) and the identity table and curves of
     ``cfg.report.rotation_experiment``. Either may be absent, not both."""
     out_dir = Path(cfg.report.out_dir)
     files: dict[str, str | bytes] = {}
@@ -256,6 +293,8 @@ def build(cfg) -> list[Path]:
         files.update({"shape_recon.md": report.to_markdown(rows), "shape_recon.tex": report.to_latex(rows),
                       "shape_recon.html": report.to_html(rows)})
         files.update(shape_tables(cfg, rows))
+        if cfg.report.faces:
+            files.update(face_strips(cfg.tracking.uri, rows, int(cfg.report.faces)))
     rotation = identity_rows(cfg.tracking.uri, cfg.report.rotation_experiment)
     if rotation:
         files.update(identity_tables(cfg, rotation))

@@ -2,7 +2,9 @@
 
 import sqlite3
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from benchmark.cli import main
 from conftest import bench, tiny_overrides
@@ -132,6 +134,16 @@ def test_baselines_multirun_report_and_paper_ordering(workdir, tiny_synface, cap
     assert mad["const_depth"] > mad["ellipsoid"]
     assert "2.723 ± 0.371" in rows["const_depth"][7]  # the paper's figure beside ours
     assert rows["const_depth"][3].strip() == "30"
+    # faces.md: the first 4 faces of every row, 5 tiles each (input, true depth, depth, true normals, normals)
+    faces = (workdir / "reports" / "faces.md").read_text()
+    assert sum(line.startswith("| ") and "](faces/" in line for line in faces.splitlines()) == 3
+    strips = {m: np.asarray(Image.open(workdir / "reports" / "faces" / f"{m}-none.png")) for m in ("const_depth",
+                                                                                                "avg_depth")}
+    h, w, _ = strips["avg_depth"].shape
+    tile = (w - 2) // 5
+    assert (w - 2) % 5 == 0 and h == 2 + 4 * tile and strips["const_depth"].shape == (h, w, 3)
+    assert np.array_equal(strips["const_depth"][:, :tile], strips["avg_depth"][:, :tile])  # the same input faces
+    assert not np.array_equal(strips["const_depth"][:, 2 * tile:3 * tile], strips["avg_depth"][:, 2 * tile:3 * tile])
     # another configuration of a method gets its own row instead of replacing the default one
     result = bench("run", "method=ellipsoid", "method.shape_prior.scale=1.2", "eval.limit=4", f"tracking.uri={uri}",
                    *tiny_overrides(tiny_synface), cwd=workdir)
