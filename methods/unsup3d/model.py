@@ -65,7 +65,10 @@ class Unsup3dConfig:
         view_spread: a prior on the spread of the views, not on any one image's view (off, as published). V's yaw
             is standardised over the training batch and scaled to a standard deviation in degrees that the
             trainer's ``view_spread_schedule`` sets; at evaluation the running mean and deviation (momentum 0.1, as
-            BatchNorm) are used. Buffer ``view_spread`` = (mean, std of the raw yaw, spread in degrees; 0: off).
+            BatchNorm) are used. Buffer ``view_spread`` = (mean, std of the raw yaw, spread in degrees; 0: off),
+            followed by the pitch's mean and std when ``view_spread_pitch`` is set.
+        view_spread_pitch: with ``view_spread``, V's pitch standardised too, to this fraction of the yaw's spread
+            (0: the pitch is left free). A head data set's pitch spread relative to its yaw spread.
     """
 
     image_size: int = 64
@@ -92,6 +95,7 @@ class Unsup3dConfig:
     pixel_offset: float = 0.0
     depth_init_gain: float = 1.0
     view_spread: bool = False
+    view_spread_pitch: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict) -> "Unsup3dConfig":
@@ -100,6 +104,9 @@ class Unsup3dConfig:
         if cfg.light_frame not in ("canonical", "camera"):
             raise ValueError(f"Unsup3d model settings: light_frame must be 'canonical' or 'camera', got "
                              f"{cfg.light_frame!r}")
+        if cfg.view_spread_pitch < 0 or (cfg.view_spread_pitch > 0 and not cfg.view_spread):
+            raise ValueError(f"Unsup3d model settings: view_spread_pitch (got {cfg.view_spread_pitch}) is a fraction "
+                             f">= 0 of the yaw's spread and needs view_spread: true")
         return cfg
 
     def to_dict(self) -> dict:
@@ -196,8 +203,12 @@ class Unsup3dNet(nn.Module):
         self.netV = Encoder(3, 6, s, nf=cfg.nf_view_light)
         self.netL = Encoder(3, 4, s, nf=cfg.nf_view_light)
         self.netC = ConfNet(3, 2, zdim=cfg.conf_zdim, nf=cfg.conf_nf, gn_base=cfg.gn_base) if cfg.use_conf else None
-        if cfg.view_spread:
-            self.register_buffer("view_spread", torch.tensor([0.0, 1.0, 0.0]))  # yaw mean, std; spread (degrees)
+        if cfg.view_spread:  # yaw mean, std; spread (degrees); pitch mean, std
+            self.register_buffer("view_spread", torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0][:5 if self._pitch else 3]))
+
+    @property
+    def _pitch(self) -> bool:
+        return self.cfg.view_spread and self.cfg.view_spread_pitch > 0
 
     def set_view_spread(self, degrees: float) -> None:
         """Set the spread prior's standard deviation (degrees; 0: off) that :meth:`spread_views` scales the yaw to
@@ -210,15 +221,19 @@ class Unsup3dNet(nn.Module):
         (see :class:`Unsup3dConfig`); unchanged when the prior is off or its spread is 0."""
         if not self.cfg.view_spread or float(self.view_spread[2]) <= 0:
             return view
-        yaw = view[:, 1]
-        if self.training and yaw.shape[0] > 1:
-            mean, std = yaw.mean(), yaw.std() + 1e-6
+        axes = [1, 0] if self._pitch else [1]  # yaw, then pitch
+        slots = [0, 1, 3, 4][:2 * len(axes)]  # their (mean, std) in the buffer
+        raw = view[:, axes]
+        if self.training and raw.shape[0] > 1:
+            mean, std = raw.mean(0), raw.std(0) + 1e-6
             with torch.no_grad():
-                self.view_spread[:2].lerp_(torch.stack([mean, std]).detach(), 0.1)
+                self.view_spread[slots] = self.view_spread[slots].lerp(torch.stack([mean, std], 1).flatten(), 0.1)
         else:
-            mean, std = self.view_spread[0], self.view_spread[1]
-        yaw = (yaw - mean) / std * (self.view_spread[2] / self.cfg.rot_range_deg)
-        return torch.cat([view[:, :1], yaw[:, None], view[:, 2:]], 1)
+            mean, std = self.view_spread[slots].view(-1, 2).unbind(1)
+        ratios = torch.tensor([1.0, self.cfg.view_spread_pitch][:len(axes)], dtype=view.dtype, device=view.device)
+        view = view.clone()
+        view[:, axes] = (raw - mean) / std * (ratios * (self.view_spread[2] / self.cfg.rot_range_deg))
+        return view
 
     def canonical_depth(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Canonical depth ``(B, S, S)`` before and after the border clamp."""

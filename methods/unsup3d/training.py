@@ -141,7 +141,10 @@ def split_settings(values: dict[str, Any]) -> tuple[Unsup3dConfig, TrainConfig, 
     if unknown:
         raise BenchError(f"unknown Unsup3d settings {unknown}; valid: "
                          f"{sorted(model_keys | train_keys | set(PERCEPTUAL_KEYS) | set(_META_KEYS))}")
-    model = Unsup3dConfig(**{k: v for k, v in values.items() if k in model_keys})
+    try:
+        model = Unsup3dConfig.from_dict({k: v for k, v in values.items() if k in model_keys})
+    except ValueError as err:
+        raise BenchError(str(err)) from None
     train = TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
     if model.view_spread != bool(train.view_spread_schedule):
         raise BenchError("view_spread (the model's yaw standardisation) and view_spread_schedule (its spread over "

@@ -134,6 +134,24 @@ def test_view_spread_prior_follows_its_schedule_and_survives_export(tmp_path):
         TrainConfig(view_spread_schedule=[[5, 10.0], [5, 20.0]])
 
 
+def test_view_spread_pitch_standardises_the_pitch_too(tmp_path):
+    from dataclasses import replace
+
+    data = _data(8)
+    cfg = replace(TINY, view_spread=True, view_spread_pitch=0.5)
+    state = training.create_state(cfg, TrainConfig(batch_size=8, lr=1e-3, view_spread_schedule=[[0, 20.0]]), seed=0)
+    _train(state, data, 2)
+    images = training.as_float_images(data)
+    state.net.train()
+    view = state.net(images).view * TINY.rot_range_deg
+    assert abs(float(view[:, 1].std()) - 20.0) < 0.1 and abs(float(view[:, 0].std()) - 10.0) < 0.1  # yaw, pitch
+    assert torch.equal(view[:, 2:], state.net.netV(images)[:, 2:] * TINY.rot_range_deg)  # roll, translation free
+    path = training.save_weights(tmp_path / "u.safetensors", state.net, {})
+    net, _ = training.load_weights(path)
+    assert net.view_spread.shape == (5,) and torch.equal(net.view_spread, state.net.view_spread)
+    with pytest.raises(BenchError, match="needs view_spread"):
+        training.split_settings({"view_spread_pitch": 0.5})
+
 def test_lr_schedule_sets_the_photometric_lr_after_the_depth_prior():
     data, used = _data(), []
     state = _state(lam_perc=0.0, depth_prior_steps=2, depth_prior_lr=5e-3, lr_schedule=[[3, 1.0], [5, 0.1]])
