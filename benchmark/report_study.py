@@ -107,9 +107,14 @@ def shape_init_table(rows: list[Row]) -> str | None:
     return "\n".join(out + _runs_footer(used)) + "\n"
 
 
-def _artifact_text(client, run_id: str, name: str) -> str:
+def _artifact(client, run_id: str, name: str) -> str:
+    """A local copy of a run's artifact (no progress bar on stderr)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with open(client.download_artifacts(run_id, name), encoding="utf-8") as handle:
+    return client.download_artifacts(run_id, name)
+
+
+def _artifact_text(client, run_id: str, name: str) -> str:
+    with open(_artifact(client, run_id, name), encoding="utf-8") as handle:
         return handle.read()
 
 
@@ -146,7 +151,7 @@ def face_strips(uri: str | None, rows: list[Row], faces: int) -> dict[str, str |
     client, files, lines = tracking.client(uri), {}, []
     for r in rows:
         try:
-            with Image.open(client.download_artifacts(r.run_id, SAMPLE_GRID)) as image:
+            with Image.open(_artifact(client, r.run_id, SAMPLE_GRID)) as image:
                 grid = np.asarray(image.convert("RGB"))
         except Exception:  # noqa: BLE001  (a run logged without samples: the row is left out)
             continue

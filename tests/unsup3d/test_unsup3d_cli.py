@@ -13,7 +13,7 @@ from methods.gan2shape.pseudo import load_view_light_prior
 from tests.conftest import REPO, tiny_overrides
 
 TINY_NET = ["model.nf_depth_albedo=8", "model.nf_view_light=8", "model.zdim=16", "model.gn_base=2",
-            "model.conf_nf=8", "model.conf_zdim=16", "model.batch_size=4"]
+            "model.conf_nf=8", "model.conf_zdim=16", "model.batch_size=4", "model.depth_prior_steps=1"]
 
 
 @pytest.fixture(scope="module")
