@@ -45,7 +45,7 @@ def fit_view_light_prior(cfg: DictConfig, overrides: list[str]) -> int:
         info: dict[str, Any] = {"command": command, "weights": str(cfg.model.weights),
                                 "weights_sha256": file_sha256(cfg.model.weights), "dataset": cfg.dataset.name,
                                 "split": cfg.train.split, "images": len(images), "commit": tracking.git_commit(),
-                                "jitter": float(cfg.model.jitter)}
+                                "jitter": float(cfg.model.jitter), "light_frame": net.cfg.light_frame}
         for name, samples, out in (("view", views, cfg.model.view_out), ("light", lights, cfg.model.light_out)):
             prior = fit_gaussian(samples, float(cfg.model.jitter))
             write_prior(out, prior, {"kind": name, **info})

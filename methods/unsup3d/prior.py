@@ -30,14 +30,18 @@ __all__ = ["predict_view_light", "fit_gaussian", "write_prior"]
 def predict_view_light(net: Unsup3dNet, images: Tensor, batch_size: int = 64) -> tuple[Tensor, Tensor]:
     """Views ``(N, 6)`` and lights ``(N, 4)`` (float64, CPU) of ``images`` ``(N, 3, S, S)`` (uint8 or [-1, 1]).
 
-    Only the view and light networks run (no rendering); the outputs equal :attr:`Unsup3dOutput.view` / ``.light``.
+    Only the view and light networks run (no rendering); the outputs equal :attr:`Unsup3dOutput.view` / ``.light``
+    in evaluation mode (with ``view_spread``: the views standardised by the running statistics).
     """
     device = next(net.parameters()).device
     views, lights = [], []
+    was_training = net.training
+    net.eval()
     for i in range(0, images.shape[0], batch_size):
         x = as_float_images(images[i : i + batch_size]).to(device)
-        views.append(net.netV(x).double().cpu())
+        views.append(net.spread_views(net.netV(x)).double().cpu())
         lights.append(net.netL(x).double().cpu())
+    net.train(was_training)
     return torch.cat(views), torch.cat(lights)
 
 
