@@ -72,7 +72,7 @@ def view_scan(state_path: Path, data: dict, settings: dict) -> None:
     images = as_float_images(score["image"][:64])
     head = score["head_mask"][:64].float().unsqueeze(1)
     with torch.no_grad():
-        pred = net.spread_views(net.netV(images))
+        pred = net.view_light(images)[0]
 
     def scores(view):
         net.netV.truth = view

@@ -358,7 +358,7 @@ def unwarp_forward(net, image: torch.Tensor, floor: float = 0.2, reliable: bool 
 
     cfg, renderer = net.cfg, net.cfg.renderer
     free, depth = net.canonical_depth(image)
-    light, view = net.netL(image), net.spread_views(net.netV(image))
+    view, light = net.view_light(image)
     normal = depth_to_normals(depth, renderer.intrinsics(cfg.image_size, depth))
     if cfg.light_frame == "camera":  # shaded as Unsup3dNet.render shades
         normal = torch.einsum("nij,nhwj->nhwi", renderer.transform(view)[0], normal)

@@ -69,6 +69,10 @@ class Unsup3dConfig:
             followed by the pitch's mean and std when ``view_spread_pitch`` is set.
         view_spread_pitch: with ``view_spread``, V's pitch standardised too, to this fraction of the yaw's spread
             (0: the pitch is left free). A head data set's pitch spread relative to its yaw spread.
+        equivariant_views: make V and L mirror-equivariant (not in the paper): each predicts from the image and
+            from its mirror, and the two are averaged after mirroring the second (:data:`VIEW_MIRROR`,
+            :data:`LIGHT_MIRROR`), so a mirrored face gets exactly the mirrored view and light and a symmetric,
+            frontal face a yaw of 0. The symmetry assumption applied to the view and light networks.
     """
 
     image_size: int = 64
@@ -96,6 +100,7 @@ class Unsup3dConfig:
     depth_init_gain: float = 1.0
     view_spread: bool = False
     view_spread_pitch: float = 0.0
+    equivariant_views: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> "Unsup3dConfig":
@@ -170,6 +175,12 @@ class Unsup3dOutput:
         return self.recon_image.shape[0] == 2 * self.image.shape[0]
 
 
+# How a view (pitch, yaw, roll, tx, ty, tz) and a light (2 k_a - 1, 2 k_d - 1, l_x, l_y) change when the image is
+# mirrored left-right (tests/unsup3d/test_unsup3d_model.py renders both).
+VIEW_MIRROR = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)
+LIGHT_MIRROR = (1.0, 1.0, -1.0, 1.0)
+
+
 def mirror(x: Tensor) -> Tensor:
     """Horizontal mirror (last axis) of a ``(B, H, W)`` depth or ``(B, C, H, W)`` image.
 
@@ -235,6 +246,17 @@ class Unsup3dNet(nn.Module):
         view[:, axes] = (raw - mean) / std * (ratios * (self.view_spread[2] / self.cfg.rot_range_deg))
         return view
 
+    def view_light(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """The view ``(B, 6)`` (after the spread prior) and light ``(B, 4)`` of ``image`` ``(B, 3, S, S)``; mirror-
+        equivariant with ``equivariant_views``."""
+        if not self.cfg.equivariant_views:
+            return self.spread_views(self.netV(image)), self.netL(image)
+        b, both = image.shape[0], torch.cat([image, mirror(image)])
+        view, light = self.netV(both), self.netL(both)
+        view = 0.5 * (view[:b] + view[b:] * view.new_tensor(VIEW_MIRROR))
+        light = 0.5 * (light[:b] + light[b:] * light.new_tensor(LIGHT_MIRROR))
+        return self.spread_views(view), light
+
     def canonical_depth(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Canonical depth ``(B, S, S)`` before and after the border clamp."""
         cfg = self.cfg
@@ -253,7 +275,7 @@ class Unsup3dNet(nn.Module):
         albedo = self.netA(image)
         if cfg.symmetry and cfg.hard_symmetry:
             albedo = 0.5 * (albedo + mirror(albedo))
-        light, view = self.netL(image), self.spread_views(self.netV(image))
+        view, light = self.view_light(image)
         conf = self.netC(image) if self.netC is not None else (None, None)
         flip = cfg.symmetry and not cfg.hard_symmetry  # a hard-symmetric canonical is its own mirror
         return self.render(image, free, depth, albedo, view, light, conf, flip)

@@ -31,7 +31,8 @@ def predict_view_light(net: Unsup3dNet, images: Tensor, batch_size: int = 64) ->
     """Views ``(N, 6)`` and lights ``(N, 4)`` (float64, CPU) of ``images`` ``(N, 3, S, S)`` (uint8 or [-1, 1]).
 
     Only the view and light networks run (no rendering); the outputs equal :attr:`Unsup3dOutput.view` / ``.light``
-    in evaluation mode (with ``view_spread``: the views standardised by the running statistics).
+    in evaluation mode (:meth:`Unsup3dNet.view_light`: with ``view_spread``, the views standardised by the running
+    statistics).
     """
     device = next(net.parameters()).device
     views, lights = [], []
@@ -39,8 +40,9 @@ def predict_view_light(net: Unsup3dNet, images: Tensor, batch_size: int = 64) ->
     net.eval()
     for i in range(0, images.shape[0], batch_size):
         x = as_float_images(images[i : i + batch_size]).to(device)
-        views.append(net.spread_views(net.netV(x)).double().cpu())
-        lights.append(net.netL(x).double().cpu())
+        view, light = net.view_light(x)
+        views.append(view.double().cpu())
+        lights.append(light.double().cpu())
     net.train(was_training)
     return torch.cat(views), torch.cat(lights)
 

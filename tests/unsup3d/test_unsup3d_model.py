@@ -160,3 +160,41 @@ def test_camera_frame_light_is_the_canonical_light_rotated():
     torch.testing.assert_close(a.recon_image, b.recon_image, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="light_frame"):
         Unsup3dConfig.from_dict({"light_frame": "world"})
+
+
+@torch.no_grad()
+def test_mirrored_camera_light_mirrors_the_render():
+    """With the view and light mirrored by VIEW_MIRROR and LIGHT_MIRROR, a symmetric canonical shape renders as the
+    mirror of its render (camera-frame light: l_x changes sign with the image)."""
+    from methods.unsup3d.model import LIGHT_MIRROR, VIEW_MIRROR
+
+    net = _net(light_frame="camera")
+    s = 64
+    v, u = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+    depth = (1.05 - 0.08 * (1 - (u / 0.6) ** 2 - (v / 0.8) ** 2).clamp(min=0).sqrt())[None]
+    albedo = (torch.stack([u.abs(), v, u * u]) - 0.3)[None]  # symmetric
+    view, light = torch.tensor([[0.1, 0.25, 0.05, 0.2, -0.1, 0.0]]), torch.tensor([[0.0, 0.5, 0.4, 0.3]])
+    image = torch.zeros(1, 3, s, s)
+    base = net.render(image, depth, depth, albedo, view, light).recon_image
+    mirrored = net.render(image, depth, depth, albedo, view * torch.tensor(VIEW_MIRROR),
+                          light * torch.tensor(LIGHT_MIRROR)).recon_image
+    unmirrored_light = net.render(image, depth, depth, albedo, view * torch.tensor(VIEW_MIRROR), light).recon_image
+    assert (mirrored - mirror(base)).abs().mean() < 2e-3
+    assert (unmirrored_light - mirror(base)).abs().mean() > 0.02
+
+
+@torch.no_grad()
+def test_equivariant_views_mirror_with_the_image():
+    from methods.unsup3d.model import LIGHT_MIRROR, VIEW_MIRROR
+
+    net, images = _net(equivariant_views=True), _images()
+    view, light = net.view_light(images)
+    mview, mlight = net.view_light(mirror(images))
+    torch.testing.assert_close(mview, view * torch.tensor(VIEW_MIRROR), atol=1e-6, rtol=0)
+    torch.testing.assert_close(mlight, light * torch.tensor(LIGHT_MIRROR), atol=1e-6, rtol=0)
+    symmetric = 0.5 * (images + mirror(images))
+    assert net.view_light(symmetric)[0][:, 1].abs().max() < 1e-6  # a symmetric face is frontal in yaw
+    assert torch.equal(net(images).view, view) and torch.equal(net(images).light, light)
+    plain = _net()
+    plain_view = plain.view_light(images)[0] * torch.tensor(VIEW_MIRROR)
+    assert not torch.allclose(plain.view_light(mirror(images))[0], plain_view)  # not so without the option
