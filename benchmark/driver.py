@@ -160,6 +160,7 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
         tracker.log_metrics({"iterations": state.step, "seconds_per_iteration":
                              (time.time() - started) / max(state.step - resumed_from, 1)}, step=state.step)
     selected = state.extra.get("selected") if select_on else None
-    held = f" (the weights of step {selected['step']}, best {selected['on']} {selected['value']:.4g})" if selected else ""
+    held = (f" (the weights of step {selected['step']}, best {selected['on']} {selected['value']:.4g})"
+            if selected else "")
     print(f"trained {cfg.model.name}: {recipe.summary(state, scores)}; wrote {cfg.train.export}{held}")
     return 0

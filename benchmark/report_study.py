@@ -155,7 +155,8 @@ def face_strips(uri: str | None, rows: list[Row], faces: int) -> dict[str, str |
                 grid = np.asarray(image.convert("RGB"))
         except Exception:  # noqa: BLE001  (a run logged without samples: the row is left out)
             continue
-        name = "faces/" + "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{r.method}-{r.label}").strip("_") + ".png"
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{r.method}-{r.label}").strip("_")
+        name = f"faces/{slug}.png"
         files[name] = _png(np.ascontiguousarray(_crop_faces(grid, faces)))
         lines.append([r.method, r.label, f"![{r.method} {r.label}]({name})", f"`{r.run_id[:8]}`"])
     if not lines:
