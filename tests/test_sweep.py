@@ -160,7 +160,15 @@ def test_sigkill_mid_trial_then_restart_continues_the_study(workdir, tiny_synfac
             f"sweep.storage='{url}'", f"sweep.name={name}"]
     worker = _popen(args, workdir)
     try:
-        done, _ = _wait_for(_running_trial_with_run(url, name), 300, "a trial mid-run", worker)
+        while True:  # freeze the worker, then make sure the trial seen running did not finish in between
+            done, number = _wait_for(_running_trial_with_run(url, name), 300, "a trial mid-run", worker)
+            worker.send_signal(signal.SIGSTOP)
+            try:
+                if _study(workdir, name, url).trials[number].state.name == "RUNNING":
+                    break
+            except Exception:  # noqa: BLE001  (frozen inside a sqlite write: let it finish and look again)
+                pass
+            worker.send_signal(signal.SIGCONT)  # it did (a busy machine polls slowly): wait for the next one
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
