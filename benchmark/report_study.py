@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmark import plots, report, tracking
 from benchmark.paper import BFM_TABLE
+from benchmark.experiments.shape_recon import SAMPLE_GRID
 from benchmark.report import Row, _pm
 from core.errors import BenchError
 
@@ -132,8 +133,7 @@ def per_image_side(uri: str | None, rows: list[Row]) -> dict[str, list[float]]:
     return out
 
 
-SAMPLE_GRID = "samples/input_gtdepth_depth_gtnormal_normal_valid.png"  # shape_recon's grid, 6 tiles a face
-FACE_TILES = ("input", "true depth", "depth", "true normals", "normals")  # its first 5 tiles (not the mask)
+FACE_TILES = ("input", "true depth", "depth", "true normals", "normals")  # SAMPLE_GRID's first 5 tiles (not the mask)
 
 
 def _crop_faces(grid, faces: int, tiles: int = 6, pad: int = 2):

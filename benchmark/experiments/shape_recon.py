@@ -19,6 +19,8 @@ from methods.renderer.mesh import normals_to_uint8
 from metrics.shape import nan_summary, shape_metrics
 
 PER_IMAGE_FIELDS = ("name", "side", "mad", "mad_exact", "mask_pixels")
+#: The logged sample grid: one face a row, tiles input, true depth, depth, true normals, normals, validity.
+SAMPLE_GRID = "samples/input_gtdepth_depth_gtnormal_normal_valid.png"
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -132,7 +134,7 @@ def shape_recon(ctx) -> dict[str, float]:
     writer.writeheader()
     writer.writerows(rows)
     ctx.tracker.log_text(buffer.getvalue(), "per_image.csv")
-    ctx.tracker.log_image(vis.grid(samples), "samples/input_gtdepth_depth_gtnormal_normal_valid.png")
+    ctx.tracker.log_image(vis.grid(samples), SAMPLE_GRID)
     ctx.tracker.log_metrics(summary)
     report_page(ctx, state["pages"])
     return summary
