@@ -43,7 +43,10 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
     from methods.common.shape_prior import shape_prior_depth
     from methods.gan2shape.fitting import StageCheckpoint
     from methods.gan2shape.method import GAN2Shape, save_networks
-    from methods.gan2shape.pretrain import JointData, pretrain
+    from core.errors import BenchError
+    from core.paths import asset_path
+    from core.weights import file_sha256
+    from methods.gan2shape.pretrain import JointData, init_from_unsup3d, pretrain
     from methods.gan2shape.steps import gan_images
 
     device, rank, world = init_distributed(cfg.device.type)
@@ -58,15 +61,36 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
         method = GAN2Shape(**{**{k: v for k, v in plain(cfg.model.method).items() if k != "name"}, "progress": False})
         method.prepare(PrepareContext(device=device, seed=int(cfg.seed), work_dir=out_dir,
                                       load_split=lambda s: None, dataset_name=cfg.dataset.name))
-        ds = open_split(cfg, cfg.train.split, int(cfg.model.images))
-        batch = {k: ([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
-        batch = {k: torch.stack(v) if isinstance(v[0], torch.Tensor) else v for k, v in batch.items()}
-        latents = method.latents(batch, [method.cache / "latents" / n for n in batch["name"]])
-        with torch.no_grad():
-            gan = torch.cat([gan_images(method.G, w[None], method.image_size) for w in latents]).cpu()
-        mask = method.mask_provider({k: v[:1] for k, v in batch.items()})
-        data = JointData(batch["image"], latents.cpu(), gan, shape_prior_depth(mask, **method.shape_prior))
-        checkpoint = StageCheckpoint(out_dir, method.key + f"-joint{len(data)}")
+        init = cfg.model.get("init")
+        key = method.key
+        if init:  # D, A, V, L and the geometry from Unsup3d's trained networks; E fresh
+            torch.manual_seed(int(cfg.seed))
+            nets, geom = init_from_unsup3d(asset_path(init), method.G.style_dim, method.inplace_relu_quirk,
+                                           nf_enc=int(method.arch.get("nf_enc", 32)))
+            method.nets, method.geom, method.prefit_iters = nets.to(device), geom.to(device), 0
+            key += "-init" + file_sha256(asset_path(init))[:16]
+        source, count = cfg.model.get("source", "train"), int(cfg.model.images)
+        ds = None
+        if source == "gan":  # GAN samples with their exact latents: no inversion, as many as wanted
+            first = int(cfg.model.get("first_seed", 1_000_000))
+            with torch.no_grad():
+                latents = method.G.seed_latents(range(first, first + count))
+                gan = torch.cat([gan_images(method.G, w[None], method.image_size) for w in latents]).cpu()
+            images, mask = gan, torch.ones(1, *gan.shape[-2:])
+        elif source == "train":  # the training split, inverted into W (cached under out_dir)
+            ds = open_split(cfg, cfg.train.split, count)
+            batch = {k: ([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
+            batch = {k: torch.stack(v) if isinstance(v[0], torch.Tensor) else v for k, v in batch.items()}
+            latents = method.latents(batch, [method.cache / "latents" / n for n in batch["name"]])
+            with torch.no_grad():
+                gan = torch.cat([gan_images(method.G, w[None], method.image_size) for w in latents]).cpu()
+            images, mask = batch["image"], method.mask_provider({k: v[:1] for k, v in batch.items()})
+        else:
+            raise BenchError(f"model.source must be 'train' (the training split, inverted) or 'gan' (GAN samples "
+                             f"with their latents), got {source!r}")
+        prior = shape_prior_depth(mask, **method.shape_prior) if method.shape_prior is not None else None
+        data = JointData(images, latents.cpu(), gan, prior)
+        checkpoint = StageCheckpoint(out_dir, key + f"-{source}{len(data)}")
 
         tags = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed, "device": str(device),
                 "device_name": device_name(device), "command": command, "world_size": world}
@@ -92,10 +116,13 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
                 wall = time.time() - started
                 card = {"command": command, "commit": commit, "device": device_name(device), "world_size": world,
                         "wall_time_s": wall, "seconds_per_phase": dict(timings.seconds), "images": len(data),
+                        "source": source, "init": init,
                         "dataset": {"name": cfg.dataset.name, "split": cfg.train.split,
                                     "generation": (getattr(ds, "meta", None) or {}).get("config")},
                         "seed": int(cfg.seed), "config": plain(cfg.model), "sha256": digest}
-                export = save_networks(cfg.train.export, method.nets, card)
+                dtype = getattr(torch, str(cfg.model.get("export_dtype", "float32")))
+                export = save_networks(cfg.train.export, method.nets, {**card, "export_dtype": str(dtype)}, method.geom,
+                                       dtype, method.hp)
                 tracker.log_file(export.with_suffix(".json"))
                 tracker.log_metrics({"wall_time_s": wall, **{f"time_{k}_s": v for k, v in timings.seconds.items()}})
                 print(f"wrote {export} ({len(data)} images, {world} process(es), {wall:.0f} s)")

@@ -69,6 +69,8 @@ def test_every_command_has_help(command, capsys):
     (["run", "method=ellipsoid", "method.shape_prior.scale=0"], "method.shape_prior.scale must be > 0"),
     (["run", "method=gan2shape", "method.shape_prior.kind=cube"], "unknown shape prior 'cube'"),
     (["run", "method=gan2shape", "method.depth_pool=3"], "method.depth_pool must be an integer >= 1 that divides"),
+    (["run", "method=gan2shape", "method.shape_prior.kind=pretrained"], "but method.pretrained is null"),
+    (["run", "method=gan2shape", "method.parallel_images=0"], "method.parallel_images must be an integer >= 1"),
     (["run", "method=const_depth", "method.depth=nan"], "method.depth must be a positive finite number"),
     (["run", "method=const_depth", "method.depth=-1"], "method.depth must be a positive finite number"),
     (["run", "method=const_depth", "tracking.uri=http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 does not"),

@@ -24,9 +24,10 @@ from torch import Tensor
 
 from .model import STEP_NETS, Geometry, Networks, PhotoForward, canonical
 from .pseudo import GaussianPrior
-from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
+from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, pseudo_canon, step1, step2, step3
 
-__all__ = ["Schedule", "Optim", "ImageTask", "StageCheckpoint", "prefit_depth", "run_step", "fit_image"]
+__all__ = ["Schedule", "Optim", "ImageTask", "StageCheckpoint", "prefit_depth", "run_step", "fit_image",
+           "fit_concurrently"]
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def fit_image(nets: Networks, G, task: ImageTask, view_prior: GaussianPrior, geo
         run_step(nets, 1, len1, lambda: step1(nets, image, geom, hp, flip=flip1, perceptual=perceptual)[0].total,
                  optim, on_iter, stage)
         with torch.no_grad():  # the canonical model Step 2 relights (the latest Step-1 forward)
-            canon = step1(nets, image, geom, hp, flip=flip1)[1].detach()
+            canon = pseudo_canon(step1(nets, image, geom, hp, flip=flip1)[1], image, geom, hp)
         timings.add("step1", t)
 
         def pseudo_samples():
@@ -239,3 +240,46 @@ def fit_image(nets: Networks, G, task: ImageTask, view_prior: GaussianPrior, geo
     nets.train_only(())
     with torch.no_grad():
         return step1(nets, image, geom, hp)[1].detach()
+
+
+def fit_concurrently(fit: Callable[[int, Networks], None], count: int, nets: list[Networks]) -> None:
+    """Run ``fit(j, nets_k)`` for ``j`` in ``range(count)``, ``len(nets)`` images at a time in threads, each on its
+    own networks.
+
+    Images share nothing but the frozen GAN (read only), and every random number of an image comes from its own
+    generator, so each result is the one that image gets when fitted alone. PyTorch releases the GIL inside its
+    operators, so the threads keep the cores busy where one small-batch fit leaves them idle; the intra-op thread
+    count is divided among the images meanwhile. The first error is re-raised once the running images end.
+    """
+    if len(nets) <= 1 or count <= 1:
+        for j in range(count):
+            fit(j, nets[0])
+        return
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for n in nets:
+        free.put(n)
+
+    def work(j: int) -> None:
+        n = free.get()
+        try:
+            fit(j, n)
+        finally:
+            free.put(n)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // len(nets)))
+    try:
+        with ThreadPoolExecutor(max_workers=len(nets)) as pool:
+            futures = [pool.submit(work, j) for j in range(count)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:  # images not started yet are dropped; running ones end their image
+                    future.cancel()
+                raise
+    finally:
+        torch.set_num_threads(threads)

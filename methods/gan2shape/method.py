@@ -22,10 +22,12 @@ Choices on the quirks of ``method.md`` section 11:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,25 +44,47 @@ from methods.renderer.warp import canon_to_view_grid, render_given_view, render_
 from methods.stylegan2.inversion import project as invert
 from methods.stylegan2.losses import discriminator_feature_loss
 
-from .fitting import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_image, prefit_depth
-from .model import Geometry, Networks, canonical, render
+from .fitting import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_concurrently, fit_image, prefit_depth
+from .model import LIGHT_FRAMES, Geometry, Networks, canonical, geometry_from_dict, geometry_to_dict, predict_view, render
 from .pseudo import load_priors
 from .steps import STEP3_VIEWS, Hyper, gan_images, project, resize
 
 __all__ = ["GAN2Shape", "load_networks", "save_networks"]
 
 RESULT_KEYS = ("depth", "valid", "canon_depth", "albedo", "view", "light")
+#: The Step-2 settings pre-trained weights carry in their card and runs from them use: what E's output means (the
+#: partial mapping ``F1_d``, ``relative_enc``) and what it was trained to project (``pseudo_albedo``).
+STEP2_KEYS = ("F1_d", "relative_enc", "pseudo_albedo")
 
 
-def save_networks(path: str | Path, nets: Networks, card: dict[str, Any]) -> Path:
-    """Write ``nets`` as safetensors with a JSON sidecar (``image_size``, ``latent_dim`` and the model ``card``)."""
+def save_networks(path: str | Path, nets: Networks, card: dict[str, Any], geom: Geometry | None = None,
+                  dtype: torch.dtype = torch.float32, hp: Hyper | None = None) -> Path:
+    """Write ``nets`` as safetensors (floating tensors as ``dtype``: float16 halves the file; loading casts back)
+    with a JSON sidecar: ``image_size``, ``latent_dim``, ``inplace_relu_quirk``, the width overrides ``arch``, the
+    ``geometry`` they were trained with (:func:`.model.geometry_to_dict`), the ``step2`` settings E was trained
+    under (``F1_d``, ``relative_enc``, ``pseudo_albedo`` of ``hp``) and the model ``card``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in nets.state_dict().items()}, str(path))
+    save_file({k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in nets.state_dict().items()}, str(path))
     meta = {"format": "gan2shape-bench.gan2shape", "image_size": nets.image_size, "latent_dim": nets.latent_dim,
-            "card": card}
+            "inplace_relu_quirk": nets.inplace_relu_quirk, "arch": nets.arch,
+            "geometry": None if geom is None else geometry_to_dict(geom),
+            "step2": None if hp is None else {k: getattr(hp, k) for k in STEP2_KEYS}, "card": card}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return path
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar of GAN2Shape weights (``{}`` when there is none)."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    meta = json.loads(sidecar.read_text())
+    if meta.get("format") != "gan2shape-bench.gan2shape":
+        raise BenchError(f"{sidecar} is not a GAN2Shape model card (format {meta.get('format')!r}); export GAN2Shape "
+                         "weights with `bench train model=gan2shape_pretrain`")
+    return meta
 
 
 def load_networks(nets: Networks, path: str | Path) -> None:
@@ -109,6 +133,24 @@ def _read_cache(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | 
     return None
 
 
+#: ``shape_prior.kind`` that starts D as the pre-trained weights predict, with no pre-fit.
+FROM_WEIGHTS = "pretrained"
+
+
+def _check_start(shape_prior: dict | None, pretrained: str | None) -> dict | None:
+    """The checked shape prior D is pre-fitted to, or None when D starts from the pre-trained weights as they are
+    (``kind: pretrained``, which needs ``method.pretrained``)."""
+    shape_prior = dict(shape_prior or {})
+    if shape_prior.get("kind") != FROM_WEIGHTS:
+        return check_shape_prior(shape_prior)
+    if not pretrained:
+        raise BenchError("method.shape_prior.kind=pretrained starts D from pre-trained weights, but method.pretrained "
+                         "is null; set method.pretrained=<export of bench train model=gan2shape_pretrain_cpu> or "
+                         "choose a shape prior (ellipsoid, sphere, flat)")
+    check_shape_prior({**shape_prior, "kind": "ellipsoid"})  # the other keys are still checked
+    return None
+
+
 def _key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -123,8 +165,12 @@ class GAN2Shape(ShapeMethod, RotationMethod):
 
     @staticmethod
     def check_settings(shape_prior: dict | None = None, depth_pool: int = 1, image_size: int = 64,
-                       step3_views: str = "predicted", **_: Any) -> None:
-        check_shape_prior(shape_prior or {})
+                       step3_views: str = "predicted", pretrained: str | None = None, parallel_images: int = 1,
+                       **_: Any) -> None:
+        _check_start(shape_prior, pretrained)
+        if isinstance(parallel_images, bool) or not isinstance(parallel_images, int) or parallel_images < 1:
+            raise BenchError(f"method.parallel_images must be an integer >= 1 (images fitted at once), got "
+                             f"{parallel_images!r}")
         if step3_views not in STEP3_VIEWS:
             raise BenchError(f"method.step3_views must be 'predicted' (V of each projected sample, the paper) or "
                              f"'pseudo' (the view its pseudo sample was rendered under), got {step3_views!r}")
@@ -141,15 +187,21 @@ class GAN2Shape(ShapeMethod, RotationMethod):
                  weight_decay: float = 5e-4, perceptual: str = "disc", ftr_num: int = 4, disc_input: str = "image",
                  border_factor: float = 1.02, depth_pool: int = 1, step3_views: str = "predicted",
                  inplace_relu_quirk: bool = True, inversion: dict | None = None, outputs: dict | None = None,
-                 progress: bool = True, rotation: dict | None = None):
+                 progress: bool = True, rotation: dict | None = None, arch: dict | None = None,
+                 light_frame: str = "canonical", hard_symmetry: bool = False, parallel_images: int = 1,
+                 pseudo_albedo: str = "network"):
+        if light_frame not in LIGHT_FRAMES:
+            raise BenchError(f"method.light_frame must be one of {', '.join(LIGHT_FRAMES)}, got {light_frame!r}")
         if perceptual not in ("disc", "none"):
             raise BenchError(f"method.perceptual must be 'disc' (discriminator features) or 'none', got {perceptual!r}")
-        self.check_settings(depth_pool=depth_pool, image_size=image_size, step3_views=step3_views)
+        self.check_settings(depth_pool=depth_pool, image_size=image_size, step3_views=step3_views,
+                            parallel_images=parallel_images)
         if disc_input not in ("image", "native"):
             raise BenchError(f"method.disc_input must be 'image' (S-resolution, as the original) or 'native' "
                              f"(resized to the discriminator's size), got {disc_input!r}")
         # the cache key: everything that changes a reconstruction (not what is shown: progress bar, rotation mode)
-        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__", "rotation", "progress")}
+        self.config = {k: v for k, v in locals().items()
+                       if k not in ("self", "__class__", "rotation", "progress", "parallel_images")}
         self.rotation = {"mode": "gan", "mask": "grabcut", "mask_args": {}, **(rotation or {})}
         if self.rotation["mode"] not in ("gan", "3d"):
             raise BenchError(f"method.rotation.mode must be 'gan' (Rotation-GAN: the rotated render re-projected "
@@ -157,7 +209,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         self.rotation_mask = MASKS.create(self.rotation["mask"], **self.rotation["mask_args"])
         self.gan_path, self.image_size, self.pretrained, self.reset_weight = gan, image_size, pretrained, reset_weight
         self.mask_provider = MASKS.create(mask, **(mask_args or {}))
-        self.shape_prior = check_shape_prior(shape_prior or {})
+        self.shape_prior = _check_start(shape_prior, pretrained)
         self.prefit_iters, self.view_prior_path, self.light_prior_path = prefit_iters, view_prior, light_prior
         schedule = dict(schedule or {})
         stages = int(schedule.get("num_stage", 1))
@@ -169,16 +221,24 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         except (TypeError, ValueError) as err:
             raise BenchError(f"method.schedule: {err}") from err
         hp = {"F1_d": F1_d, "relative_enc": relative_enc, "view_scale": view_scale, "lam_perc": lam_perc,
-              "lam_smooth": lam_smooth, "lam_regular": lam_regular, "step3_views": step3_views}
+              "lam_smooth": lam_smooth, "lam_regular": lam_regular, "step3_views": step3_views,
+              "pseudo_albedo": pseudo_albedo}
         if rand_light is not None:
             hp["rand_light"] = tuple(rand_light)
-        self.hp = Hyper(**hp)
+        try:
+            self.hp = Hyper(**hp)
+        except ValueError as err:
+            raise BenchError(f"method: {err}") from None
         self.optim = Optim(lr=lr, weight_decay=weight_decay)
         self.use_mask, self.perceptual, self.ftr_num, self.disc_input = use_mask, perceptual, ftr_num, disc_input
         self.border_factor, self.depth_pool, self.inplace_relu_quirk = border_factor, depth_pool, inplace_relu_quirk
+        self.arch, self.light_frame = dict(arch or {}), light_frame
+        self.hard_symmetry = bool(hard_symmetry) and symmetry is not False  # no_symmetry turns it off too
+        self.symmetry = symmetry
         self.inversion = dict(inversion or {})
         self.outputs = dict(outputs or {})
         self.progress = progress
+        self.parallel_images, self._nets_pool = parallel_images, []
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------------ prepare
@@ -197,10 +257,21 @@ class GAN2Shape(ShapeMethod, RotationMethod):
                 net.eval().requires_grad_(False)
         self.view_prior, light_mean = load_priors(self.view_prior_path and asset_path(self.view_prior_path),
                                                   self.light_prior_path and asset_path(self.light_prior_path))
-        self.geom = Geometry(border_factor=self.border_factor, depth_pool=self.depth_pool,
-                             view_mean=self.view_prior.mean.to(ctx.device), light_mean=light_mean.to(ctx.device))
+        card = read_card(asset_path(self.pretrained)) if self.pretrained else {}
+        if card.get("geometry"):  # weights are used with the geometry they were trained with
+            changes = {} if self.symmetry is not False else {"hard_symmetry": False}
+            self.geom = geometry_from_dict(card["geometry"], **changes)
+        else:
+            self.geom = Geometry(border_factor=self.border_factor, depth_pool=self.depth_pool,
+                                 view_mean=self.view_prior.mean, light_mean=light_mean,
+                                 light_frame=self.light_frame, hard_symmetry=self.hard_symmetry)
+        self.geom = self.geom.to(ctx.device)
+        if card.get("step2"):  # E's output means an offset only under the Step-2 settings it was trained with
+            self.hp = replace(self.hp, **{k: card["step2"][k] for k in STEP2_KEYS if k in card["step2"]})
         torch.manual_seed(ctx.seed)
-        nets = Networks(self.image_size, self.G.style_dim, self.inplace_relu_quirk)
+        arch = {**self.arch, **(card.get("arch") or {})}
+        quirk = bool(card.get("inplace_relu_quirk", self.inplace_relu_quirk))
+        nets = Networks(self.image_size, self.G.style_dim, quirk, **arch)
         if self.pretrained:
             load_networks(nets, asset_path(self.pretrained))
         self.initial_state = {k: v.clone() for k, v in nets.state_dict().items()}
@@ -218,7 +289,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         self.perceptual_fn = disc_feature if self.perceptual == "disc" and ftr else None
         # the GAN's bytes are part of the key: a checkpoint re-exported at the same path must not reuse inversions
         self.key = _key({**self.config, "seed": ctx.seed, "device": ctx.device.type,
-                         "gan_sha256": file_sha256(asset_path(self.gan_path))})
+                         "gan_sha256": file_sha256(asset_path(self.gan_path)),
+                         "pretrained_sha256": self.pretrained and file_sha256(asset_path(self.pretrained))})
         self.cache = Path(ctx.work_dir) / "gan2shape" / self.key
 
     # ---------------------------------------------------------------------------------------------- per image
@@ -241,9 +313,15 @@ class GAN2Shape(ShapeMethod, RotationMethod):
                 out[i] = result.w[j:j + 1]
         return torch.cat(out)
 
+    def _worker_nets(self) -> list[Networks]:
+        """One set of networks per concurrent image (``parallel_images``): ``self.nets`` and private copies."""
+        while len(self._nets_pool) < self.parallel_images:
+            self._nets_pool.append(copy.deepcopy(self.nets))
+        return [self.nets, *self._nets_pool[:self.parallel_images - 1]]
+
     def _fit_one(self, image: torch.Tensor, w: torch.Tensor, mask: torch.Tensor, folder: Path, index: int,
-                 bar) -> dict[str, Any]:
-        nets = self.nets
+                 bar, nets: Networks | None = None) -> dict[str, Any]:
+        nets = self.nets if nets is None else nets
         if self.reset_weight:
             nets.load_state_dict(self.initial_state)
         rng = torch.Generator().manual_seed(self.seed * 100003 + index)
@@ -254,7 +332,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         if resumed is not None:
             start, state = resumed
             rng.set_state(state)
-        elif not self.pretrained and self.prefit_iters > 0:  # no pre-trained D: start from the shape prior
+        elif self.shape_prior is not None and self.prefit_iters > 0:  # D pre-fitted to the shape prior
             prior = shape_prior_depth(mask, **self.shape_prior).to(self.device)
             t0 = time.perf_counter()
             prefit_depth(nets, image, prior, self.geom, self.prefit_iters, self.optim,
@@ -264,7 +342,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         if self.use_mask:
             with torch.no_grad():
                 depth, _ = canonical(nets, image, self.geom)
-                view = nets.netV(image) + self.geom.view_mean
+                view = predict_view(nets, image, self.geom)
                 grid = canon_to_view_grid(depth, view, self.geom.renderer)
                 canon_mask = sample_texture(mask[:, None].to(image), grid, mode="nearest")
         with torch.no_grad():
@@ -309,10 +387,14 @@ class GAN2Shape(ShapeMethod, RotationMethod):
             latents = self.latents(sub, [folders[i] for i in todo])
             total = len(todo) * self.schedule.iterations()
             with tqdm(total=total, desc="gan2shape", disable=not self.progress or None, leave=False) as bar:
-                for j, i in enumerate(todo):
+                def fit(j: int, nets: Networks) -> None:
+                    i = todo[j]
                     bar.set_description(f"gan2shape {names[i]} ({j + 1}/{len(todo)})")
                     index = int(batch["index"][i]) if "index" in batch else i
-                    done[i] = self._fit_one(images[i:i + 1], latents[j:j + 1], masks[j:j + 1], folders[i], index, bar)
+                    done[i] = self._fit_one(images[i:i + 1], latents[j:j + 1], masks[j:j + 1], folders[i], index, bar,
+                                            nets)
+
+                fit_concurrently(fit, len(todo), self._worker_nets())
         return [{k: v.to(self.device) for k, v in done[i].items()} for i in range(len(names))]
 
     def reconstruct(self, batch: dict) -> Reconstruction:

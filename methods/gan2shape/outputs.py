@@ -20,7 +20,7 @@ from core import images as vis
 from methods.renderer.mesh import export_mesh
 from methods.renderer.warp import render_given_view, render_mesh, sweep_views
 
-from .model import Geometry, Networks, PhotoForward
+from .model import Geometry, Networks, PhotoForward, lit_normals
 from .pseudo import PseudoLights
 from .steps import Hyper, project
 
@@ -59,9 +59,9 @@ def rotation_sweep(fwd: PhotoForward, geom: Geometry, yaw_max_deg: float = 70.0)
 def relight_sweep(fwd: PhotoForward, geom: Geometry) -> Tensor:
     """The input view under the 20 relighting lights, ``(20, 3, S, S)``."""
     lights = relight_lights(float(fwd.k_ambient[0]), float(fwd.k_diffuse[0]), fwd.depth.device)
-    shading = lights.shading(fwd.render.normal)
-    texture = 2 * ((fwd.albedo + 1) / 2 * shading) - 1
     n = len(lights)
+    shading = lights.shading(lit_normals(fwd.render.normal, fwd.view.expand(n, -1), geom))
+    texture = 2 * ((fwd.albedo + 1) / 2 * shading) - 1
     return render_given_view(texture, fwd.depth.expand(n, -1, -1), fwd.view.expand(n, -1), geom.renderer).image
 
 

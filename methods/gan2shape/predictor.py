@@ -9,10 +9,6 @@ card, so the predictor sees the image exactly as the pre-training did; no GAN is
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import torch
 
 from core.errors import BenchError
@@ -20,24 +16,11 @@ from core.paths import asset_path
 from core.registry import METHODS
 from methods.base import PrepareContext, Reconstruction, ShapeMethod
 
-from .method import load_networks
-from .model import Geometry, Networks, photo_forward
+from .method import load_networks, read_card
+from .model import Geometry, Networks, geometry_from_dict, photo_forward
 from .pseudo import load_priors
 
 __all__ = ["GAN2ShapePretrained"]
-
-
-def _card_settings(path: Path) -> tuple[int, int, dict[str, Any]]:
-    """``(image_size, latent_dim, method settings)`` from the JSON sidecar of pre-trained weights."""
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        raise BenchError(f"{path} has no model card {sidecar.name}; export the weights with `bench train "
-                         "model=gan2shape_pretrain`, which writes both")
-    meta = json.loads(sidecar.read_text())
-    if meta.get("format") != "gan2shape-bench.gan2shape":
-        raise BenchError(f"{sidecar} is not a GAN2Shape model card (format {meta.get('format')!r})")
-    config = ((meta.get("card") or {}).get("config") or {}).get("method") or {}
-    return int(meta["image_size"]), int(meta["latent_dim"]), config
 
 
 @METHODS.register("gan2shape_pretrained")
@@ -54,13 +37,23 @@ class GAN2ShapePretrained(ShapeMethod):
         if not path.is_file():
             raise BenchError(f"GAN2Shape pre-trained weights {path} not found; make them with `bench train "
                              f"model=gan2shape_pretrain train.export={self.weights}`")
-        image_size, latent_dim, settings = _card_settings(path)
-        view_path, light_path = settings.get("view_prior"), settings.get("light_prior")
-        view_prior, light_mean = load_priors(view_path and asset_path(view_path), light_path and asset_path(light_path))
-        self.geom = Geometry(border_factor=float(settings.get("border_factor", 1.02)),
-                             depth_pool=int(settings.get("depth_pool", 1)), view_mean=view_prior.mean.to(ctx.device),
-                             light_mean=light_mean.to(ctx.device))
-        nets = Networks(image_size, latent_dim, bool(settings.get("inplace_relu_quirk", True)))
+        meta = read_card(path)
+        if not meta:
+            raise BenchError(f"{path} has no model card {path.with_suffix('.json').name}; export the weights with "
+                             "`bench train model=gan2shape_pretrain`, which writes both")
+        if meta.get("geometry"):
+            self.geom = geometry_from_dict(meta["geometry"])
+        else:  # cards written before the geometry was recorded: the method settings the pre-training ran with
+            settings = ((meta.get("card") or {}).get("config") or {}).get("method") or {}
+            view_path, light_path = settings.get("view_prior"), settings.get("light_prior")
+            view_prior, light_mean = load_priors(view_path and asset_path(view_path),
+                                                 light_path and asset_path(light_path))
+            self.geom = Geometry(border_factor=float(settings.get("border_factor", 1.02)),
+                                 depth_pool=int(settings.get("depth_pool", 1)), view_mean=view_prior.mean,
+                                 light_mean=light_mean)
+        self.geom = self.geom.to(ctx.device)
+        nets = Networks(int(meta["image_size"]), int(meta["latent_dim"]), bool(meta.get("inplace_relu_quirk", True)),
+                        **(meta.get("arch") or {}))
         load_networks(nets, path)
         self.nets = nets.to(ctx.device).eval()
 

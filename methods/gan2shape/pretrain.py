@@ -18,31 +18,36 @@ the fresh optimiser, because the set of trained parameters changes.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .fitting import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
-from .model import STEP_NETS, Geometry, Networks
-from .pseudo import GaussianPrior
-from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, step1, step2, step3
+from core.errors import BenchError
 
-__all__ = ["JointData", "StepLoss", "pretrain"]
+from .fitting import Optim, Schedule, StageCheckpoint, Timings, prefit_depth, run_step
+from .model import STEP_NETS, Geometry, Networks, geometry_from_dict
+from .pseudo import GaussianPrior
+from .steps import FeatureLoss, Hyper, Perceptual, make_pseudo, pseudo_canon, step1, step2, step3
+
+__all__ = ["JointData", "StepLoss", "pretrain", "init_from_unsup3d"]
 
 
 @dataclass
 class JointData:
     """The image list: ``images`` ``(N, 3, S, S)``, their latents ``w`` ``(N, D)``, ``gan_images`` ``G(w)`` at S
-    ``(N, 3, S, S)`` and the ellipsoid ``prior_depth`` ``(1, S, S)`` of the first image. Kept on the CPU."""
+    ``(N, 3, S, S)`` and the ellipsoid ``prior_depth`` ``(1, S, S)`` of the first image (None: no pre-fit, D starts
+    as it is). Kept on the CPU."""
 
     images: Tensor
     w: Tensor
     gan_images: Tensor
-    prior_depth: Tensor
+    prior_depth: Tensor | None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -66,6 +71,48 @@ class StepLoss(nn.Module):
             return step2(self.nets, G, inputs["w"], inputs["gan_image"], inputs["pseudo"], hp, disc_feature)[0].total
         return step3(self.nets, inputs["image"], inputs["projected"], inputs["mask"], geom, hp, inputs["flip"],
                      perceptual, inputs["views"])[0].total
+
+
+#: The Unsup3d networks GAN2Shape shares (same classes, same key names); Unsup3d's confidence network has no
+#: counterpart and E has none in Unsup3d.
+SHARED_NETS = ("netD", "netA", "netV", "netL")
+
+
+def init_from_unsup3d(path: str | Path, latent_dim: int, inplace_relu_quirk: bool = True,
+                      nf_enc: int = 32) -> tuple[Networks, Geometry]:
+    """GAN2Shape networks whose D, A, V, L are Unsup3d's trained ones (``bench train model=unsup3d_cpu`` export),
+    E freshly initialised, and the :class:`Geometry` Unsup3d rendered with: its widths, border clamp, light frame,
+    hard symmetry and view-spread statistics (frozen at their running values), no prior means (Unsup3d adds none).
+
+    This is the photo-geometric half of joint pre-training done by Unsup3d's trainer on the training split; the
+    CPU pre-training recipe continues from here (``configs/model/gan2shape_pretrain_cpu.yaml``).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not (path.is_file() and sidecar.is_file()):
+        raise BenchError(f"Unsup3d weights {path} (and its card {sidecar.name}) not found; train them with "
+                         "`bench train model=unsup3d_cpu` or point model.init at an Unsup3d export")
+    model = json.loads(sidecar.read_text()).get("model") or {}
+    if model.get("view_spread_pitch") or model.get("equivariant_views"):
+        raise BenchError(f"{path}: Unsup3d weights with view_spread_pitch or equivariant_views cannot start GAN2Shape "
+                         "(its V has the yaw spread only); use weights trained without them")
+    nets = Networks(int(model["image_size"]), latent_dim, inplace_relu_quirk, nf_depth_albedo=model["nf_depth_albedo"],
+                    nf_view_light=model["nf_view_light"], zdim=model["zdim"], gn_base=model["gn_base"], nf_enc=nf_enc)
+    tensors = load_file(str(path))
+    shared = {k: v for k, v in tensors.items() if k.split(".")[0] in SHARED_NETS}
+    own = {k: v for k, v in nets.state_dict().items() if k.split(".")[0] in SHARED_NETS}
+    if set(shared) != set(own) or any(shared[k].shape != own[k].shape for k in own):
+        raise BenchError(f"{path} does not match its card's widths ({sorted(set(own) ^ set(shared))[:2]} differ); "
+                         "re-export the Unsup3d weights")
+    nets.load_state_dict(shared, strict=False)
+    spread = tensors.get("view_spread")
+    geom = geometry_from_dict({
+        "border_factor": model["border_factor"], "border_width": model["border_width"], "depth_pool": 1,
+        "light_frame": model["light_frame"], "hard_symmetry": bool(model["symmetry"] and model["hard_symmetry"]),
+        "view_spread": None if spread is None or float(spread[2]) <= 0 else spread[:3].tolist()})
+    return nets, geom
 
 
 def _distributed() -> tuple[int, int]:
@@ -98,7 +145,7 @@ def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom
     resumed = checkpoint.load(nets, timings) if checkpoint is not None else None
     if resumed is not None:
         start = resumed[0]
-    elif prefit_iters > 0:
+    elif prefit_iters > 0 and data.prior_depth is not None:
         t = time.perf_counter()
         prefit_depth(nets, data.images[:1].to(device), data.prior_depth.to(device), geom, prefit_iters, optim)
         timings.add("prefit", t)
@@ -128,8 +175,8 @@ def pretrain(nets: Networks, G, data: JointData, view_prior: GaussianPrior, geom
         run(1, len1, lambda: {"image": data.images[next_image()][None].to(device), "flip": flip1}, stage)
         nets.train_only(())
         with torch.no_grad():  # Step-1 collect: every image's canonical model, for Step 2
-            canon = [step1(nets, data.images[i][None].to(device), geom, hp, flip1)[1].detach().map(Tensor.cpu)
-                     for i in range(len(data))]
+            canon = [pseudo_canon(step1(nets, image, geom, hp, flip1)[1], image, geom, hp).map(Tensor.cpu)
+                     for image in (data.images[i][None].to(device) for i in range(len(data)))]
         timings.add("step1", t)
 
         def step2_inputs() -> dict:

@@ -19,16 +19,19 @@ from torch import Tensor
 
 from .latent import project_latent
 from .losses import Step1Loss, Step2Loss, photometric_l1, step1_loss, step2_loss
-from .model import Geometry, Networks, PhotoForward, photo_forward
+from .model import Geometry, Networks, PhotoForward, image_albedo, lit_normals, photo_forward
 from .pseudo import GaussianPrior, PseudoSamples, render_pseudo_samples, sample_lights, sample_views
 
-__all__ = ["STEP3_VIEWS", "Hyper", "Step3Loss", "resize", "gan_images", "step1", "make_pseudo", "project", "step2",
+__all__ = ["STEP3_VIEWS", "PSEUDO_ALBEDO", "Hyper", "pseudo_canon", "Step3Loss", "resize", "gan_images", "step1", "make_pseudo", "project", "step2",
            "step3"]
 
 Perceptual = Callable[[Tensor, Tensor], Tensor]
 FeatureLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+#: What pseudo samples are textured with: A's albedo (the paper) or the image itself, unshaded
+#: (:func:`.model.image_albedo`: Step 1's fit in closed form).
+PSEUDO_ALBEDO = ("network", "image")
 #: Where Step 3 takes each projected sample's view from: V's prediction (the paper) or its pseudo sample's view.
 STEP3_VIEWS = ("predicted", "pseudo")
 
@@ -45,8 +48,12 @@ class Hyper:
     view_scale: float = 1.2
     rand_light: tuple[float, ...] = (-0.9, 0.9, -0.3, 0.8, -0.1, 0.7, -0.4)
     step3_views: str = "predicted"
+    pseudo_albedo: str = "network"
 
     def __post_init__(self):
+        if self.pseudo_albedo not in PSEUDO_ALBEDO:
+            raise ValueError(f"pseudo_albedo must be 'network' (A's output, the original) or 'image' (the image pulled "
+                             f"back to the canonical frame and unshaded), got {self.pseudo_albedo!r}")
         if self.step3_views not in STEP3_VIEWS:
             raise ValueError(f"step3_views must be 'predicted' (V of each projected sample, the original) or "
                              f"'pseudo' (the view its pseudo sample was rendered under), got {self.step3_views!r}")
@@ -93,6 +100,15 @@ def step1(nets: Networks, image: Tensor, geom: Geometry, hp: Hyper, flip: bool =
     return loss, fwd
 
 
+def pseudo_canon(fwd: PhotoForward, image: Tensor, geom: Geometry, hp: Hyper) -> PhotoForward:
+    """The canonical model pseudo samples relight: ``fwd`` (detached), its albedo replaced by the image's
+    (:func:`.model.image_albedo`) when ``hp.pseudo_albedo == "image"``."""
+    fwd = fwd.detach()
+    if hp.pseudo_albedo == "image":
+        fwd = replace(fwd, albedo=image_albedo(fwd, image, geom))
+    return fwd
+
+
 def make_pseudo(canon: PhotoForward, n: int, view_prior: GaussianPrior, geom: Geometry, hp: Hyper,
                 rng: torch.Generator, canon_mask: Tensor | None = None) -> PseudoSamples:
     """``n`` pseudo samples of one image's canonical model (``canon``, batch 1, detached): random lights
@@ -105,7 +121,7 @@ def make_pseudo(canon: PhotoForward, n: int, view_prior: GaussianPrior, geom: Ge
                      direction=lights.direction.to(device), delta=lights.delta.to(device))
     views = sample_views(n, view_prior.mean, view_prior.cov, hp.view_scale, rng).to(device)
     return render_pseudo_samples(canon.albedo, canon.depth, views, lights, geom.renderer,
-                                 normals=canon.render.normal, canon_mask=canon_mask)
+                                 normals=lit_normals(canon.render.normal, views, geom), canon_mask=canon_mask)
 
 
 def project(nets: Networks, G, w: Tensor, images: Tensor, gan_image: Tensor | None, hp: Hyper) -> tuple[Tensor, Tensor]:
@@ -140,7 +156,7 @@ def step3(nets: Networks, image: Tensor, projected: Tensor, projected_mask: Tens
     sample = photo_forward(nets, projected, geom, flip=flip, depth_albedo=(fwd.depth, fwd.albedo),
                            view=views if hp.step3_views == "pseudo" else None)
     mask = sample.render.valid * projected_mask
-    if flip:
+    if sample.render_flip is not None:
         mask = mask * sample.render_flip.valid
     mask = mask.detach()
     total = projected.new_zeros(())

@@ -284,6 +284,69 @@ def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
     assert (mesh.rotated[0, 0] - mesh.rotated[0, 2]).abs().mean() > 1e-3
 
 
+def test_images_fitted_concurrently_match_images_fitted_alone(tiny_gan, tmp_path):
+    """parallel_images=2 fits 3 images two at a time in threads, each on its own networks: every result equals the
+    one-at-a-time run's (same seeds), and the image that ran on the copied networks is not affected by the other."""
+    from core.registry import MASKS
+    from methods.base import PrepareContext
+    from methods.gan2shape.steps import gan_images
+
+    torch.set_num_threads(1)
+    results = {}
+    for parallel in (1, 2):
+        cfg = compose(["method=gan2shape", f"method.gan={tiny_gan}", "method.progress=false",
+                       "method.outputs.gan=false", "method.outputs.html=false", "method.outputs.mesh_formats=[]",
+                       f"method.parallel_images={parallel}", *TINY_SCHEDULE])
+        method = GAN2Shape(**method_args(cfg))
+        method.prepare(PrepareContext(torch.device("cpu"), 0, tmp_path / str(parallel), None, "synface_proc"))
+        w = method.G.seed_latents([5, 6, 7])
+        batch = {"image": gan_images(method.G, w, 64), "latent": w, "index": torch.tensor([5, 6, 7])}
+        folders = [method.cache / f"seed_{s}" for s in (5, 6, 7)]
+        results[parallel] = method._results(batch, MASKS.create("center"), folders)
+    for alone, together in zip(results[1], results[2]):
+        for key in alone:
+            assert torch.equal(alone[key], together[key]), key
+    assert not torch.equal(results[2][0]["canon_depth"], results[2][1]["canon_depth"])
+
+
+def test_run_from_pretrained_weights_uses_their_widths_geometry_and_step2_settings(tiny_gan, tmp_path):
+    """Weights exported with non-default widths, a camera light, hard symmetry and F1_d=2 are loaded with exactly
+    those (the method's own settings give way); kind=pretrained skips the pre-fit; no_symmetry turns the hard
+    symmetry off; widths that do not fit are a one-line error."""
+    from core.errors import BenchError
+    from methods.base import PrepareContext
+    from methods.gan2shape.method import save_networks as save_g2s
+    from methods.gan2shape.model import Geometry, Networks
+    from methods.gan2shape.steps import Hyper
+
+    torch.manual_seed(0)
+    nets = Networks(64, 32, nf_depth_albedo=16, nf_view_light=8, zdim=32, gn_base=4, nf_enc=8)
+    geom = Geometry(border_factor=1.0, light_frame="camera", hard_symmetry=True,
+                    view_spread=torch.tensor([0.0, 0.5, 15.0]))
+    path = save_g2s(tmp_path / "pre.safetensors", nets, {"command": "test"}, geom, torch.float16,
+                    Hyper(F1_d=2, pseudo_albedo="image"))
+
+    def prepared(*extra):
+        cfg = compose(["method=gan2shape", f"method.gan={tiny_gan}", f"presets.gan2shape.pretrained={path}",
+                       "presets.gan2shape.shape_init=pretrained", *extra])  # as preset=cpu sets them
+        method = GAN2Shape(**method_args(cfg))
+        method.prepare(PrepareContext(torch.device("cpu"), 0, tmp_path / "work", None, "synface_proc"))
+        return method
+
+    method = prepared()
+    assert (method.geom.light_frame, method.geom.hard_symmetry, method.geom.border_factor) == ("camera", True, 1.0)
+    assert (method.hp.F1_d, method.hp.pseudo_albedo) == (2, "image") and method.shape_prior is None
+    for key, value in nets.state_dict().items():  # float16 on disk, cast back on loading
+        torch.testing.assert_close(method.nets.state_dict()[key], value.half().float())
+    assert not prepared("ablation=no_symmetry").geom.hard_symmetry
+    assert prepared("ablation=flat_init").shape_prior["kind"] == "flat"  # pre-fitted over the loaded D
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["arch"]["nf_depth_albedo"] = 8  # a card that does not match its tensors
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(BenchError, match="does not fit GAN2Shape networks"):
+        prepared()
+
+
 def test_cache_key_follows_the_gan_bytes_not_only_its_path(tmp_path):
     """A GAN re-exported at the same path (a longer training's checkpoint) gets a fresh cache folder, so no inversion
     of the old GAN is reused; the same bytes give the same key."""
