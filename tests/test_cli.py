@@ -31,7 +31,7 @@ def test_run_help_shows_groups(workdir):
     result = bench("run", "--help", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "method: avg_depth, const_depth, ellipsoid" in result.stdout
-    assert "ablation: flat_init" in result.stdout and "preset: fast, paper" in result.stdout
+    assert "ablation: flat_init" in result.stdout and "preset: cpu, fast, paper" in result.stdout
 
 
 @pytest.mark.parametrize("command", ["list", "data", "report", "sweep", "train", "convert", "sample", "invert"])
