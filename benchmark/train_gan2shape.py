@@ -75,19 +75,20 @@ def train_gan2shape_pretrain(cfg: DictConfig, overrides: list[str]) -> int:
             first = int(cfg.model.get("first_seed", 1_000_000))
             with torch.no_grad():
                 latents = method.G.seed_latents(range(first, first + count))
-                gan = torch.cat([gan_images(method.G, w[None], method.image_size) for w in latents]).cpu()
-            images, mask = gan, torch.ones(1, *gan.shape[-2:])
         elif source == "train":  # the training split, inverted into W (cached under out_dir)
             ds = open_split(cfg, cfg.train.split, count)
             batch = {k: ([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
             batch = {k: torch.stack(v) if isinstance(v[0], torch.Tensor) else v for k, v in batch.items()}
             latents = method.latents(batch, [method.cache / "latents" / n for n in batch["name"]])
-            with torch.no_grad():
-                gan = torch.cat([gan_images(method.G, w[None], method.image_size) for w in latents]).cpu()
-            images, mask = batch["image"], method.mask_provider({k: v[:1] for k, v in batch.items()})
         else:
             raise BenchError(f"model.source must be 'train' (the training split, inverted) or 'gan' (GAN samples "
                              f"with their latents), got {source!r}")
+        with torch.no_grad():
+            gan = torch.cat([gan_images(method.G, w[None], method.image_size) for w in latents]).cpu()
+        if source == "gan":
+            images, mask = gan, torch.ones(1, *gan.shape[-2:])
+        else:
+            images, mask = batch["image"], method.mask_provider({k: v[:1] for k, v in batch.items()})
         prior = shape_prior_depth(mask, **method.shape_prior) if method.shape_prior is not None else None
         data = JointData(images, latents.cpu(), gan, prior)
         checkpoint = StageCheckpoint(out_dir, key + f"-{source}{len(data)}")

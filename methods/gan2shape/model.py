@@ -17,8 +17,8 @@ from methods.common.networks import EDDeconv, Encoder, ResEncoder
 from methods.renderer.camera import check_shape, depth_to_normals
 from methods.renderer.shading import (albedo_to_texture, clamp_border_depth, diffuse_shading, light_to_shading,
                                       raw_to_depth)
-from methods.renderer.warp import (Renderer, canon_to_view_grid, sample_texture, view_to_canon_grid, view_valid_mask,
-                                   warp_canon_depth)
+from methods.renderer.warp import (Renderer, canon_to_view_grid, sample_texture, view_normals, view_to_canon_grid,
+                                   view_valid_mask, warp_canon_depth)
 
 __all__ = ["NET_NAMES", "STEP_NETS", "LIGHT_FRAMES", "Networks", "Geometry", "Render", "PhotoForward", "canonical",
            "predict_view", "lit_normals", "render", "photo_forward", "image_albedo", "geometry_to_dict",
@@ -201,10 +201,7 @@ def predict_view(nets: Networks, image: Tensor, geom: Geometry) -> Tensor:
 def lit_normals(normal: Tensor, view: Tensor, geom: Geometry) -> Tensor:
     """The canonical normals ``(B, S, S, 3)`` in the light's frame: unchanged for a canonical light, rotated by
     ``view`` ``(B, 6)`` for a camera light."""
-    if geom.light_frame == "canonical":
-        return normal
-    rotation = geom.renderer.transform(view)[0]
-    return torch.einsum("nij,nhwj->nhwi", rotation, normal.expand(view.shape[0], -1, -1, -1))
+    return normal if geom.light_frame == "canonical" else view_normals(normal, view, geom.renderer)
 
 
 def render(depth: Tensor, albedo: Tensor, view: Tensor, light: Tensor, geom: Geometry) -> Render:

@@ -18,7 +18,6 @@ the fresh optimiser, because the set of trained parameters changes.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,26 +86,17 @@ def init_from_unsup3d(path: str | Path, latent_dim: int, inplace_relu_quirk: boo
     This is the photo-geometric half of joint pre-training done by Unsup3d's trainer on the training split; the
     CPU pre-training recipe continues from here (``configs/model/gan2shape_pretrain_cpu.yaml``).
     """
-    from safetensors.torch import load_file
+    from methods.unsup3d.training import load_weights
 
-    path = Path(path)
-    sidecar = path.with_suffix(".json")
-    if not (path.is_file() and sidecar.is_file()):
-        raise BenchError(f"Unsup3d weights {path} (and its card {sidecar.name}) not found; train them with "
-                         "`bench train model=unsup3d_cpu` or point model.init at an Unsup3d export")
-    model = json.loads(sidecar.read_text()).get("model") or {}
+    unsup3d, meta = load_weights(path)  # card and tensors checked against each other (one-line errors)
+    model = meta["model"]
     if model.get("view_spread_pitch") or model.get("equivariant_views"):
         raise BenchError(f"{path}: Unsup3d weights with view_spread_pitch or equivariant_views cannot start GAN2Shape "
                          "(its V has the yaw spread only); use weights trained without them")
     nets = Networks(int(model["image_size"]), latent_dim, inplace_relu_quirk, nf_depth_albedo=model["nf_depth_albedo"],
                     nf_view_light=model["nf_view_light"], zdim=model["zdim"], gn_base=model["gn_base"], nf_enc=nf_enc)
-    tensors = load_file(str(path))
-    shared = {k: v for k, v in tensors.items() if k.split(".")[0] in SHARED_NETS}
-    own = {k: v for k, v in nets.state_dict().items() if k.split(".")[0] in SHARED_NETS}
-    if set(shared) != set(own) or any(shared[k].shape != own[k].shape for k in own):
-        raise BenchError(f"{path} does not match its card's widths ({sorted(set(own) ^ set(shared))[:2]} differ); "
-                         "re-export the Unsup3d weights")
-    nets.load_state_dict(shared, strict=False)
+    tensors = unsup3d.state_dict()
+    nets.load_state_dict({k: v for k, v in tensors.items() if k.split(".")[0] in SHARED_NETS}, strict=False)
     spread = tensors.get("view_spread")
     geom = geometry_from_dict({
         "border_factor": model["border_factor"], "border_width": model["border_width"], "depth_pool": 1,

@@ -46,6 +46,7 @@ __all__ = [
     "rasterize_canon",
     "warp_canon_depth",
     "view_valid_mask",
+    "view_normals",
     "view_to_canon_grid",
     "canon_to_view_grid",
     "sample_texture",
@@ -179,6 +180,18 @@ def warp_canon_depth(canon_depth: Tensor, view: Tensor, cfg: Renderer = Renderer
     if cfg.supersample > 1:
         depth = F.avg_pool2d(depth.unsqueeze(1), cfg.supersample).squeeze(1)
     return depth.clamp(*cfg.depth_bounds)
+
+
+def view_normals(normal: Tensor, view: Tensor, cfg: Renderer = Renderer()) -> Tensor:
+    """Canonical normals ``(B or 1, S, S, 3)`` rotated into the camera frame of ``view`` ``(B, 6)``: what a light
+    fixed to the camera shades. Returns ``(B, S, S, 3)``.
+
+    >>> n = torch.tensor([0.0, 0.0, 1.0]).expand(1, 2, 2, 3)
+    >>> view_normals(n, torch.zeros(1, 6))[0, 0, 0].tolist()
+    [0.0, 0.0, 1.0]
+    """
+    rotation = cfg.transform(view)[0]
+    return torch.einsum("nij,nhwj->nhwi", rotation, normal.expand(view.shape[0], -1, -1, -1))
 
 
 def view_valid_mask(view_depth: Tensor, cfg: Renderer = Renderer()) -> Tensor:

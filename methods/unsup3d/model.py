@@ -27,7 +27,7 @@ from methods.common.networks import ConfNet, EDDeconv, Encoder
 from methods.common.settings import strict_from_dict
 from methods.renderer.camera import check_shape, depth_to_normals
 from methods.renderer.shading import albedo_to_texture, clamp_border_depth, light_to_shading, raw_to_depth
-from methods.renderer.warp import Renderer, view_to_canon_grid, view_valid_mask, warp_canon_depth
+from methods.renderer.warp import Renderer, view_normals, view_to_canon_grid, view_valid_mask, warp_canon_depth
 
 __all__ = ["Unsup3dConfig", "Unsup3dOutput", "Unsup3dNet", "mirror"]
 
@@ -293,7 +293,7 @@ class Unsup3dNet(nn.Module):
         views = view.repeat(reps, 1)
         lit = normal
         if cfg.light_frame == "camera":
-            lit = torch.einsum("nij,nhwj->nhwi", renderer.transform(views)[0], normal)
+            lit = view_normals(normal, views, renderer)
         shading = light_to_shading(lit, light.repeat(reps, 1))
         canon_image = albedo_to_texture(albedo, shading)
         recon_depth = warp_canon_depth(depth, views, renderer)
