@@ -144,6 +144,22 @@ def _running_trial_with_run(url: str, name: str):
     return poll
 
 
+def _frozen_between_slices(worker: subprocess.Popen, poll, slice_s: float = 0.05):
+    """A poll that lets ``worker`` run for ``slice_s`` seconds, freezes it (SIGSTOP) and then calls ``poll``: what
+    ``poll`` sees stays true until the worker is let go again. It stays frozen once ``poll`` returns something.
+    A poll that fails (a worker frozen inside a sqlite write locks the file) counts as nothing seen yet."""
+    def step():
+        worker.send_signal(signal.SIGCONT)
+        time.sleep(slice_s)
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            return poll()
+        except Exception:  # noqa: BLE001
+            return None
+
+    return step
+
+
 def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
@@ -159,16 +175,10 @@ def test_sigkill_mid_trial_then_restart_continues_the_study(workdir, tiny_synfac
             "sweep.heartbeat_s=1", "sweep.grace_s=2", f"sweep.best_config={workdir / 'b.yaml'}",
             f"sweep.storage='{url}'", f"sweep.name={name}"]
     worker = _popen(args, workdir)
-    try:
-        while True:  # freeze the worker, then make sure the trial seen running did not finish in between
-            done, number = _wait_for(_running_trial_with_run(url, name), 300, "a trial mid-run", worker)
-            worker.send_signal(signal.SIGSTOP)
-            try:
-                if _study(workdir, name, url).trials[number].state.name == "RUNNING":
-                    break
-            except Exception:  # noqa: BLE001  (frozen inside a sqlite write: let it finish and look again)
-                pass
-            worker.send_signal(signal.SIGCONT)  # it did (a busy machine polls slowly): wait for the next one
+    try:  # the worker runs in 0.05 s slices and is looked at only while frozen, so a short trial cannot slip by
+        done, number = _wait_for(_frozen_between_slices(worker, _running_trial_with_run(url, name)), 300,
+                                 "a trial mid-run", worker)
+        assert _study(workdir, name, url).trials[number].state.name == "RUNNING"
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
