@@ -1,14 +1,16 @@
 """Does GAN2Shape's instance fit improve on its start? SIDE / MAD before and after, on the first N *validation* images.
 
     python tools/gan2shape_fit_probe.py N PRETRAINED [--step3 both|image|projected] [--step3-nets netD,netA,...]
+                                        [--trace-every K] [--threads T]
                                         [key=value ...]
 
 ``PRETRAINED`` is a GAN2Shape export (``bench train model=gan2shape_pretrain_cpu``, or Unsup3d's networks converted
 with ``--from-unsup3d``); D starts as loaded (``shape_prior.kind=pretrained``). Every image runs the schedule of
 ``preset=fast`` unless overridden (``key=value`` are config overrides, e.g. ``method.lr=3e-5``). ``--step3`` keeps
 Step 3's terms: both (the method), the input image only, or the projected samples only; ``--step3-nets`` limits what
-Step 3 trains. Printed per image: SIDE / MAD of the one-pass start and of the fit, and MAD every 20 iterations of
-Step 3; then the means. Used for weights/README.md, "GAN2Shape on 2 CPU cores".
+Step 3 trains. Printed per image: SIDE / MAD of the one-pass start and of the fit, and MAD every ``--trace-every``
+Step-3 iterations (20); then the means, and the mean SIDE / MAD at each traced iteration (to choose Step 3's length
+on validation images). Used for weights/README.md, "GAN2Shape on 2 CPU cores".
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--step3", choices=["both", "image", "projected"], default="both")
     parser.add_argument("--step3-nets", default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trace-every", type=int, default=20, help="Step-3 iterations between traced scores")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     torch.set_num_threads(args.threads)
@@ -72,7 +75,7 @@ def main() -> None:
 
     fitting.step3 = step3
     ds = open_split(cfg, "val", args.n)
-    pairs, start = [], time.time()
+    pairs, traces, start = [], [], time.time()
     for i in range(len(ds)):
         item = ds[i]
         image, depth = item["image"][None], item["depth"][None]
@@ -81,9 +84,10 @@ def main() -> None:
         before, trace, count = score(method, image, depth), [], [0]
 
         def on_iter(stage: int, step: str, loss: float) -> None:
-            count[0] += 1
-            if step == "step3" and count[0] % 20 == 0:
-                trace.append(round(score(method, image, depth)[1], 2))
+            if step == "step3":
+                count[0] += 1
+                if count[0] % args.trace_every == 0:
+                    trace.append(score(method, image, depth))
 
         with torch.no_grad():
             gan_image = gan_images(method.G, w, method.image_size)
@@ -92,11 +96,15 @@ def main() -> None:
                   perceptual=method.perceptual_fn, disc_feature=method.disc_feature)
         after = score(method, image, depth)
         pairs.append((before, after))
+        traces.append(trace)
         print(f"{item['name']}: start {before[0]:.3f} / {before[1]:.2f}  fit {after[0]:.3f} / {after[1]:.2f}  "
-              f"MAD in Step 3 {trace}", flush=True)
+              f"MAD in Step 3 {[round(t[1], 2) for t in trace]}", flush=True)
     b, a = (torch.tensor([p[k] for p in pairs]).mean(0) for k in (0, 1))
     print(f"mean of {len(pairs)}: start {b[0]:.3f} / {b[1]:.2f}  fit {a[0]:.3f} / {a[1]:.2f}  "
           f"({time.time() - start:.0f} s)")
+    curve = torch.tensor(traces).mean(0)  # (points, 2): the mean SIDE / MAD after every trace_every Step-3 iterations
+    print("mean over Step 3 (iterations: SIDE / MAD): " + ", ".join(
+        f"{(k + 1) * args.trace_every}: {s:.3f} / {m:.2f}" for k, (s, m) in enumerate(curve.tolist())))
 
 
 if __name__ == "__main__":
