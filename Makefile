@@ -17,13 +17,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The demo: a small synface_proc (1,000 training images for avg_depth; the test split is the full one's), then the
-# trivial baselines and GAN2Shape (fast preset, the shipped 32 px GAN) on the same first DEMO_IMAGES test images,
-# the table, and the path of a GAN2Shape result page (3D viewer, sweeps, meshes).
+# trivial baselines, Unsup3d and GAN2Shape (the CPU recipe, preset=cpu: the shipped pre-trained networks and 32 px
+# GAN) on the same first DEMO_IMAGES test images, the table, and the path of a GAN2Shape result page.
 DEMO_IMAGES ?= 3
 DEMO_DATA := dataset.root=data/synface_proc_demo dataset.generate.train_size=1000
 demo: install
 	$(BIN)/bench data dataset=synface_proc $(DEMO_DATA)
-	$(BIN)/bench run -m method=const_depth,avg_depth,ellipsoid,gan2shape preset=fast eval.limit=$(DEMO_IMAGES) \
+	$(BIN)/bench run -m method=const_depth,avg_depth,ellipsoid,unsup3d,gan2shape preset=cpu eval.limit=$(DEMO_IMAGES) \
 		$(DEMO_DATA) tracking.experiment=demo
 	$(BIN)/bench report tracking.experiment=demo report.out_dir=outputs/demo
 	@cat outputs/demo/shape_recon.md

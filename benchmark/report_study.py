@@ -231,10 +231,14 @@ def identity_rows(uri: str | None, experiment: str) -> list[RotationRow]:
     return sorted(rows.values(), key=lambda r: (order.get(r.method, 9), r.method, r.mode))
 
 
+#: How a GAN2Shape rotation mode is named in the identity table.
+ROTATION_LABELS = {"gan": "Rotation-GAN", "gan_refined": "Rotation-GAN, refined offsets", "3d": "Rotation-3D"}
+
+
 def identity_tables(cfg, rows: list[RotationRow]) -> dict[str, str | bytes]:
     """``identity.md`` (the paper's layout: method, identity score; plus how far faces really turned and the time)
     and ``identity_vs_angle.png``."""
-    lines = [[r.method + (f" (Rotation-{r.mode.upper() if r.mode == '3d' else 'GAN'})" if r.mode else ""),
+    lines = [[r.method + (f" ({ROTATION_LABELS.get(r.mode, r.mode)})" if r.mode else ""),
               f"{r.n_sources} × {r.n_angles}", r.yaw_range, _pm(r.identity, 4),
               "–" if r.yaw_error is None else f"{r.yaw_error:.1f}", "–" if r.yaw_slope is None else f"{r.yaw_slope:.2f}",
               f"{r.seconds_per_source:.1f}", "–"] for r in rows]

@@ -47,7 +47,7 @@ from methods.stylegan2.losses import discriminator_feature_loss
 from .fitting import ImageTask, Optim, Schedule, StageCheckpoint, Timings, fit_concurrently, fit_image, prefit_depth
 from .model import LIGHT_FRAMES, Geometry, Networks, canonical, geometry_from_dict, geometry_to_dict, predict_view, render
 from .pseudo import load_priors
-from .steps import STEP3_VIEWS, Hyper, gan_images, project, resize
+from .steps import STEP3_VIEWS, Hyper, gan_images, project, refine_projection, resize
 
 __all__ = ["GAN2Shape", "load_networks", "save_networks"]
 
@@ -202,10 +202,12 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         # the cache key: everything that changes a reconstruction (not what is shown: progress bar, rotation mode)
         self.config = {k: v for k, v in locals().items()
                        if k not in ("self", "__class__", "rotation", "progress", "parallel_images")}
-        self.rotation = {"mode": "gan", "mask": "grabcut", "mask_args": {}, **(rotation or {})}
-        if self.rotation["mode"] not in ("gan", "3d"):
+        self.rotation = {"mode": "gan", "mask": "grabcut", "mask_args": {}, "refine_steps": 100, "refine_lr": 0.01,
+                         **(rotation or {})}
+        if self.rotation["mode"] not in ("gan", "gan_refined", "3d"):
             raise BenchError(f"method.rotation.mode must be 'gan' (Rotation-GAN: the rotated render re-projected "
-                             f"through the GAN) or '3d' (Rotation-3D: the textured mesh), got {self.rotation['mode']!r}")
+                             f"through the GAN), 'gan_refined' (E's projection refined by optimising the latent "
+                             f"offset) or '3d' (Rotation-3D: the textured mesh), got {self.rotation['mode']!r}")
         self.rotation_mask = MASKS.create(self.rotation["mask"], **self.rotation["mask_args"])
         self.gan_path, self.image_size, self.pretrained, self.reset_weight = gan, image_size, pretrained, reset_weight
         self.mask_provider = MASKS.create(mask, **(mask_args or {}))
@@ -415,7 +417,9 @@ class GAN2Shape(ShapeMethod, RotationMethod):
     def rotate(self, seeds, yaw_deg: torch.Tensor) -> Rotation:
         """Reconstruct ``G(w)`` of each seed (cached like any image, mask from ``rotation.mask``), turn the 3D model
         by each yaw relative to its predicted view, and show it re-projected through the GAN (``rotation.mode=gan``,
-        Rotation-GAN: the warp render -> E -> G, as the paper's face rotation) or as the textured mesh (``3d``)."""
+        Rotation-GAN: the warp render -> E -> G, as the paper's face rotation; ``gan_refined``: then
+        ``rotation.refine_steps`` Adam steps on the latent offsets, :func:`.steps.refine_projection`) or as the
+        textured mesh (``3d``)."""
         seeds = [int(s) for s in seeds]
         w = self.G.seed_latents(seeds).to(self.device)
         sources = gan_images(self.G, w, self.image_size)
@@ -438,7 +442,12 @@ class GAN2Shape(ShapeMethod, RotationMethod):
             if not StageCheckpoint(folders[i], self.key).load(self.nets):
                 raise BenchError(f"{folders[i]} has a result but no final stage checkpoint, which Rotation-GAN "
                                  "needs; delete the folder to refit it")
-            warp = render_given_view(texture, depth, views, r).image
-            rotated.append(project(self.nets, self.G, w[i:i + 1], warp, sources[i:i + 1], self.hp)[0])
+            warp = render_given_view(texture, depth, views, r)
+            projected, delta_w = project(self.nets, self.G, w[i:i + 1], warp.image, sources[i:i + 1], self.hp)
+            if self.rotation["mode"] == "gan_refined":
+                projected = refine_projection(self.G, w[i:i + 1], delta_w, warp.image, warp.valid, self.hp,
+                                              int(self.rotation["refine_steps"]), float(self.rotation["refine_lr"]),
+                                              self.disc_feature)
+            rotated.append(projected)
         return Rotation(source=sources, rotated=torch.stack(rotated).clamp(-1, 1),
                         extras={"latents": w.cpu(), "mode": self.rotation["mode"]})

@@ -22,8 +22,8 @@ from .losses import Step1Loss, Step2Loss, photometric_l1, step1_loss, step2_loss
 from .model import Geometry, Networks, PhotoForward, image_albedo, lit_normals, photo_forward
 from .pseudo import GaussianPrior, PseudoSamples, render_pseudo_samples, sample_lights, sample_views
 
-__all__ = ["STEP3_VIEWS", "PSEUDO_ALBEDO", "Hyper", "pseudo_canon", "Step3Loss", "resize", "gan_images", "step1", "make_pseudo", "project", "step2",
-           "step3"]
+__all__ = ["STEP3_VIEWS", "PSEUDO_ALBEDO", "Hyper", "pseudo_canon", "Step3Loss", "resize", "gan_images", "step1",
+           "make_pseudo", "project", "refine_projection", "step2", "step3"]
 
 Perceptual = Callable[[Tensor, Tensor], Tensor]
 FeatureLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -141,6 +141,24 @@ def step2(nets: Networks, G, w: Tensor, gan_image: Tensor, pseudo: PseudoSamples
     """Step-2 loss ``L1(proj, P; m) + DisFeat(proj, P; m) + lam_regular mean(Δw²)`` and the projections."""
     projected, delta_w = project(nets, G, w, pseudo.images, gan_image, hp)
     return step2_loss(projected, pseudo.images, pseudo.masks, delta_w, disc_feature, hp.lam_regular), projected
+
+
+def refine_projection(G, w: Tensor, delta_w: Tensor, targets: Tensor, masks: Tensor, hp: Hyper, steps: int,
+                      lr: float = 0.01, disc_feature: FeatureLoss | None = None) -> Tensor:
+    """Projections refined by optimisation: from E's offsets ``delta_w`` ``(B, D)``, ``steps`` Adam steps on the
+    offsets alone minimise Step 2's loss (:func:`.losses.step2_loss`) to ``targets`` ``(B, 3, S, S)`` under
+    ``masks`` ``(B, 1, S, S)``; E and the GAN are untouched. ``w`` ``(1, D)`` or ``(B, D)``.
+    Returns ``G(w + Δw)`` ``(B, 3, S, S)``."""
+    delta = delta_w.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    size = targets.shape[-1]
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = step2_loss(gan_images(G, w + delta, size), targets, masks, delta, disc_feature, hp.lam_regular)
+            (delta.grad,) = torch.autograd.grad(loss.total, [delta])
+            opt.step()
+    with torch.no_grad():
+        return gan_images(G, w + delta, size)
 
 
 def step3(nets: Networks, image: Tensor, projected: Tensor, projected_mask: Tensor, geom: Geometry, hp: Hyper,

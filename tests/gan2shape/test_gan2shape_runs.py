@@ -260,8 +260,8 @@ def test_instance_runs_sharded_over_torchrun_ranks_match_one_process(tiny_synfac
 
 
 def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
-    """Rotation-GAN and Rotation-3D of seeded GAN samples: shapes, the source is G(w) of the seed, a rerun loads
-    the cached reconstruction and gives the same images."""
+    """Rotation-GAN (plain and refined) and Rotation-3D of seeded GAN samples: shapes, the source is G(w) of the
+    seed, a rerun loads the cached reconstruction and gives the same images."""
     from methods.base import PrepareContext
     from methods.gan2shape.steps import gan_images
 
@@ -277,6 +277,9 @@ def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
     assert len(list(tmp_path.glob("gan2shape/*/seed_000003_center/result.safetensors"))) == 1
     again = method.rotate([3, 4], yaw)
     assert torch.equal(again.rotated, rot.rotated)
+    method.rotation.update(mode="gan_refined", refine_steps=3)
+    refined = method.rotate([3, 4], yaw)
+    assert refined.rotated.shape == rot.rotated.shape and not torch.equal(refined.rotated, rot.rotated)
     method.rotation["mode"] = "3d"
     mesh = method.rotate([3], yaw)
     assert mesh.rotated.shape == (1, 3, 3, 64, 64)

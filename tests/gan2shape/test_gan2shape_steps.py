@@ -160,3 +160,22 @@ def test_pretrained_weights_are_checked_key_by_key_and_shape_by_shape(tmp_path):
     save_file({k: v.contiguous() for k, v in source.state_dict().items() if not k.startswith("netL.")}, str(path))
     with pytest.raises(BenchError, match=r"keys missing \(e\.g\. netL\."):
         load_networks(Networks(S, latent_dim=32), path)
+
+
+def test_refine_projection_moves_the_offsets_toward_the_targets(setup):
+    """Rotation-GAN's refinement: targets G(w + Δ*) of known offsets are matched better after the Adam steps than by
+    the starting offsets (zero), the GAN is untouched, and zero steps return the start's projections."""
+    from methods.gan2shape.losses import photometric_l1
+    from methods.gan2shape.steps import refine_projection
+
+    G, w, _, _, hp, _, _ = setup
+    before = [p.clone() for p in G.parameters()]
+    true_offset = 0.5 * torch.randn(3, 32, generator=torch.Generator().manual_seed(2))
+    targets = gan_images(G, w + true_offset, S)
+    masks, start = torch.ones(3, 1, S, S), torch.zeros(3, 32)
+    assert torch.equal(refine_projection(G, w, start, targets, masks, hp, steps=0), gan_images(G, w.expand(3, -1), S))
+    refined = refine_projection(G, w, start, targets, masks, hp, steps=40, lr=0.05)
+    assert refined.shape == (3, 3, S, S)
+    assert photometric_l1(refined, targets, masks) < 0.5 * photometric_l1(gan_images(G, w.expand(3, -1), S), targets,
+                                                                          masks)
+    assert all(torch.equal(a, b) and b.grad is None for a, b in zip(before, G.parameters()))

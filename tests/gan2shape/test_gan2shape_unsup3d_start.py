@@ -127,3 +127,22 @@ def test_image_albedo_re_renders_the_image(unsup3d, frame):
     m = again.valid[:, :, 4:-4, 4:-4]
     err = lambda x: float(((x[:, :, 4:-4, 4:-4] - image[:, :, 4:-4, 4:-4]).abs() * m).sum() / m.sum() / 3)  # noqa: E731
     assert err(again.image) < 0.02 and err(fwd.render.image) > 0.1, (err(again.image), err(fwd.render.image))
+
+
+def test_shipped_cpu_export_is_unsup3ds_networks_in_half_precision():
+    """weights/gan2shape_synface_proc_pretrain_cpu.safetensors (what preset=cpu starts from) holds the shipped
+    Unsup3d networks as its card and config say: same widths and geometry, D/A/V/L equal to float16 rounding."""
+    from core.paths import asset_path
+
+    export = asset_path("weights/gan2shape_synface_proc_pretrain_cpu.safetensors")
+    card = read_card(export)
+    assert card["card"]["init"] == "weights/unsup3d_synface_proc.safetensors"
+    assert card["step2"] == {"F1_d": 8, "relative_enc": True, "pseudo_albedo": "network"}
+    ref, geom = init_from_unsup3d(asset_path(card["card"]["init"]), latent_dim=card["latent_dim"])
+    assert card["geometry"] == geometry_to_dict(geom) and card["arch"] == ref.arch
+    nets = Networks(card["image_size"], card["latent_dim"], **card["arch"])
+    load_networks(nets, export)
+    shipped, expected = nets.state_dict(), ref.state_dict()
+    for name, tensor in expected.items():
+        if name.split(".")[0] != "netEnc" and tensor.is_floating_point():
+            assert torch.equal(shipped[name], tensor.half().float()), name
