@@ -143,6 +143,9 @@ def hydra_output_dir(overrides: list[str], multirun: bool) -> str:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    # the sweeper's parameters do not move the folder, and the compose API cannot merge a dict into
+    # hydra.sweeper.params (None in its schema) the way the launcher does
+    kept = [o for o in overrides if not o.lstrip("+~").startswith("hydra.sweeper.")]
     with hydra_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(ROOT_CONFIG, overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra_compose(ROOT_CONFIG, overrides=kept, return_hydra_config=True)
         return str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)

@@ -155,3 +155,14 @@ def test_baselines_multirun_report_and_paper_ordering(workdir, tiny_synface, cap
     lines = [ln for ln in (workdir / "reports" / "shape_recon.md").read_text().splitlines()
              if ln.startswith("| ellipsoid")]
     assert len(lines) == 2 and sum("method.shape_prior.scale=1.2" in ln for ln in lines) == 1
+
+
+def test_ablation_study_rows_chosen_through_the_sweeper_params(workdir, tiny_synface):
+    """The README's way to pick ablation rows, `experiment=ablations 'hydra.sweeper.params={row: ...}'`, runs
+    exactly those rows (the output folder is resolved without the sweeper's parameters)."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    result = bench("run", "experiment=ablations", "eval.limit=2", 'hydra.sweeper.params={row: "const_depth,ellipsoid"}',
+                   f"tracking.uri={uri}", *tiny_overrides(tiny_synface), cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("bench run ") == 2
+    assert "bench run const_depth" in result.stdout and "bench run ellipsoid" in result.stdout
