@@ -24,6 +24,7 @@ Printed: SIDE / MAD of the input-view depth before and after, per image and on a
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ from methods.gan2shape.fitting import prefit_depth, run_step
 from methods.gan2shape.losses import photometric_l1
 from methods.gan2shape.model import render
 from methods.gan2shape.pseudo import render_pseudo_samples, sample_lights
-from methods.gan2shape.steps import gan_images, make_pseudo, project, step1, step2
+from methods.gan2shape.steps import gan_images, make_pseudo, project, refine_projection, step1, step2
 from methods.renderer.warp import warp_canon_depth
 from metrics.shape import shape_metrics
 
@@ -77,20 +78,11 @@ def slope(y: torch.Tensor, x: torch.Tensor) -> float:
 
 
 def direct_projection(method, w: torch.Tensor, pseudo, steps: int) -> torch.Tensor:
-    """A free W offset per pseudo sample, fitted with Step 2's L1 + discriminator-feature loss."""
-    dw = torch.zeros(pseudo.images.shape[0], w.shape[1], requires_grad=True)
-    opt = torch.optim.Adam([dw], lr=0.01)
-    size = pseudo.images.shape[-1]
-    for _ in range(steps):
-        proj = gan_images(method.G, w + dw, size)
-        loss = photometric_l1(proj, pseudo.images, pseudo.masks)
-        if method.disc_feature is not None:
-            loss = loss + method.disc_feature(proj, pseudo.images, pseudo.masks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        return gan_images(method.G, w + dw, size)
+    """A free W offset per pseudo sample, fitted from zero with Step 2's L1 + discriminator-feature loss (no
+    regulariser): :func:`refine_projection` without E's start."""
+    start = torch.zeros(pseudo.images.shape[0], w.shape[1])
+    return refine_projection(method.G, w, start, pseudo.images, pseudo.masks, replace(method.hp, lam_regular=0.0),
+                             steps, lr=0.01, disc_feature=method.disc_feature)
 
 
 def turn(n: int, e_iters: int, overrides: list[str]) -> None:
