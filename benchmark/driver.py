@@ -12,6 +12,7 @@ The driver owns what every loop shares and the recipe owns the model:
 * the progress bar, checkpoints every ``train.checkpoint_every`` steps, and at the end a checkpoint, a validation
   and the export of the weights to ``train.export`` with the model card (command, dataset and generation seed,
   commit, device, wall time over all resumed parts, iterations, seed, settings, last losses, validation);
+* a stop at the first non-finite logged loss (a one-line error naming it; the last checkpoint is kept);
 * with ``train.select_on`` (a validation figure, e.g. ``mad_mean``), model selection on validation: the export
   is replaced only by an evaluation that lowers that figure, and its card says which step it holds
   (``selected``); the checkpoint always holds the last step, so a resumed run continues the same selection.
@@ -19,6 +20,7 @@ The driver owns what every loop shares and the recipe owns the model:
 
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from pathlib import Path
@@ -67,6 +69,15 @@ def _resume_or_create(recipe: TrainRecipe, ckpt: Path, identity: dict[str, Any])
         raise BenchError(f"{ckpt} was trained with other {', '.join(changed)}; delete {ckpt.parent} or set "
                          f"train.out_dir=<new folder>")
     return state
+
+
+def _check_finite(logs: dict[str, float], step: int, ckpt: Path) -> None:
+    """Stop at the first non-finite logged value (a diverged model would only spoil its next checkpoints)."""
+    bad = sorted(k for k, v in logs.items() if not math.isfinite(float(v)))
+    if bad:
+        kept = f"the last checkpoint {ckpt} is kept" if ckpt.is_file() else "no checkpoint was written yet"
+        raise BenchError(f"training diverged: {', '.join(bad)} not finite at step {step}; {kept}: lower the learning "
+                         f"rate (e.g. model.lr) and rerun the same command")
 
 
 def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[TrainRecipe]) -> int:
@@ -145,6 +156,7 @@ def train_with_recipe(cfg: DictConfig, overrides: list[str], recipe_cls: type[Tr
                    desc=f"train {cfg.model.name}", dynamic_ncols=True)
         while state.step < iterations:
             logs = recipe.step(state)
+            _check_finite(logs, state.step, ckpt)
             last.update(logs)
             bar.update(1)
             if state.step % int(cfg.train.log_every) == 0:

@@ -84,3 +84,30 @@ def test_trainer_resumes_bit_exactly(arch, tiny_synface, tmp_path):
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     else:
         assert (straight / name).read_bytes() == (resumed / name).read_bytes()
+
+
+def test_diverged_training_stops_with_one_line_and_keeps_its_checkpoint(tiny_synface, tmp_path, monkeypatch, capsys):
+    """A non-finite loss stops the run at that step (MLflow run FAILED), naming the loss; the last checkpoint stays
+    and the export is not written from the diverged weights."""
+    import sqlite3
+
+    recipe = TRAINERS.get("stylegan2")
+    step = recipe.step
+
+    def diverging(self, state):
+        logs = step(self, state)
+        return {**logs, "loss_d": float("nan")} if state.step == 3 else logs
+
+    monkeypatch.setattr(recipe, "step", diverging)
+    out, store = tmp_path / "run", tmp_path / "mlflow.db"
+    args = ["train", *TINY_SETTINGS["stylegan2"], *tiny_overrides(tiny_synface), "train.limit=32",
+            "train.eval_every=100", "train.checkpoint_every=2", "train.progress=false", f"train.out_dir={out}",
+            f"train.export={out / 'w.safetensors'}", f"tracking.uri=sqlite:///{store}", "device=cpu",
+            "train.iterations=5"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "training diverged: loss_d not finite at step 3" in err and "lower the learning rate" in err
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not (out / "w.safetensors").exists()
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]
