@@ -144,19 +144,23 @@ def step2(nets: Networks, G, w: Tensor, gan_image: Tensor, pseudo: PseudoSamples
 
 
 def refine_projection(G, w: Tensor, delta_w: Tensor, targets: Tensor, masks: Tensor, hp: Hyper, steps: int,
-                      lr: float = 0.01, disc_feature: FeatureLoss | None = None) -> Tensor:
+                      lr: float = 0.01, disc_feature: FeatureLoss | None = None,
+                      on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
     """Projections refined by optimisation: from E's offsets ``delta_w`` ``(B, D)``, ``steps`` Adam steps on the
     offsets alone minimise Step 2's loss (:func:`.losses.step2_loss`) to ``targets`` ``(B, 3, S, S)`` under
-    ``masks`` ``(B, 1, S, S)``; E and the GAN are untouched. ``w`` ``(1, D)`` or ``(B, D)``.
+    ``masks`` ``(B, 1, S, S)``; E and the GAN are untouched. ``w`` ``(1, D)`` or ``(B, D)``. ``on_step(k, Δw)``
+    is called after step k = 1 ... steps (e.g. to trace the projections).
     Returns ``G(w + Δw)`` ``(B, 3, S, S)``."""
     delta = delta_w.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=lr)
     size = targets.shape[-1]
     with torch.enable_grad():
-        for _ in range(steps):
+        for k in range(steps):
             loss = step2_loss(gan_images(G, w + delta, size), targets, masks, delta, disc_feature, hp.lam_regular)
             (delta.grad,) = torch.autograd.grad(loss.total, [delta])
             opt.step()
+            if on_step is not None:
+                on_step(k + 1, delta.detach())
     with torch.no_grad():
         return gan_images(G, w + delta, size)
 

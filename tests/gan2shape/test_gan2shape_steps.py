@@ -164,7 +164,8 @@ def test_pretrained_weights_are_checked_key_by_key_and_shape_by_shape(tmp_path):
 
 def test_refine_projection_moves_the_offsets_toward_the_targets(setup):
     """Rotation-GAN's refinement: targets G(w + Δ*) of known offsets are matched better after the Adam steps than by
-    the starting offsets (zero), the GAN is untouched, and zero steps return the start's projections."""
+    the starting offsets (zero), the GAN is untouched, zero steps return the start's projections, and ``on_step``
+    sees every step's offsets (the last ones give the result)."""
     from methods.gan2shape.losses import photometric_l1
     from methods.gan2shape.steps import refine_projection
 
@@ -174,8 +175,11 @@ def test_refine_projection_moves_the_offsets_toward_the_targets(setup):
     targets = gan_images(G, w + true_offset, S)
     masks, start = torch.ones(3, 1, S, S), torch.zeros(3, 32)
     assert torch.equal(refine_projection(G, w, start, targets, masks, hp, steps=0), gan_images(G, w.expand(3, -1), S))
-    refined = refine_projection(G, w, start, targets, masks, hp, steps=40, lr=0.05)
+    seen = []
+    refined = refine_projection(G, w, start, targets, masks, hp, steps=40, lr=0.05,
+                                on_step=lambda k, delta: seen.append((k, delta.clone())))
     assert refined.shape == (3, 3, S, S)
+    assert [k for k, _ in seen] == list(range(1, 41)) and torch.equal(refined, gan_images(G, w + seen[-1][1], S))
     assert photometric_l1(refined, targets, masks) < 0.5 * photometric_l1(gan_images(G, w.expand(3, -1), S), targets,
                                                                           masks)
     assert all(torch.equal(a, b) and b.grad is None for a, b in zip(before, G.parameters()))

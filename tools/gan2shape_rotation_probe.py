@@ -1,0 +1,82 @@
+"""How far does Rotation-GAN with refined offsets turn faces, and at what cost to identity, per refinement step?
+
+    python tools/gan2shape_rotation_probe.py [--sources 6] [--first-seed 2000000] [--steps 500] [--trace-every 50]
+                                             [--threads 1] [key=value ...]
+
+Runs the face-rotation experiment's scoring (20 yaws in -20 ... 20 degrees, the shared yaw regressor, the identity
+network) for GAN2Shape on ``preset=cpu`` with ``method.rotation.mode=gan_refined`` on GAN sources of seeds
+``--first-seed`` ... (2,000,000+ by default: not the scored sources 0 ... 99, so the step count is chosen on other
+faces), and reads the refined projections every ``--trace-every`` Adam steps of one ``--steps`` run
+(:func:`methods.gan2shape.steps.refine_projection`'s ``on_step``). Printed per traced step: identity mean, yaw slope,
+yaw error. The fits are the cached ones of ``outputs/work`` (made on the first call, like ``bench run``).
+``key=value`` are config overrides (e.g. ``method.rotation.refine_lr=0.03``). Used for reports/README.md's choice of
+``rotation.refine_steps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from benchmark.config import compose
+from benchmark.experiments.face_rotation import reached_yaw_summary, yaw_grid
+from benchmark.runner import method_args
+from methods.base import PrepareContext
+from methods.common.yaw import load_yaw_regressor
+from methods.gan2shape import method as g2s
+from methods.gan2shape.steps import gan_images, refine_projection
+from metrics.identity import identity_scores, identity_summary, load_identity_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sources", type=int, default=6)
+    parser.add_argument("--first-seed", type=int, default=2_000_000)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--trace-every", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args()
+    torch.set_num_threads(args.threads)
+    cfg = compose(["experiment=face_rotation", "method=gan2shape", "preset=cpu", "method.rotation.mode=gan_refined",
+                   f"method.rotation.refine_steps={args.steps}", "method.parallel_images=1", "method.progress=false",
+                   *args.overrides])
+    ex = cfg.experiment
+    method = g2s.GAN2Shape(**method_args(cfg))
+    method.prepare(PrepareContext(torch.device("cpu"), int(cfg.seed), Path("outputs/work"), None, cfg.dataset.name))
+    traced: dict[int, list[torch.Tensor]] = {}
+
+    def traced_refine(G, w, delta_w, targets, masks, hp, steps, lr=0.01, disc_feature=None):
+        def keep(k: int, delta: torch.Tensor) -> None:
+            if k % args.trace_every == 0:
+                with torch.no_grad():
+                    traced.setdefault(k, []).append(gan_images(G, w + delta, targets.shape[-1]))
+
+        return refine_projection(G, w, delta_w, targets, masks, hp, steps, lr, disc_feature, on_step=keep)
+
+    g2s.refine_projection = traced_refine
+    yaw = yaw_grid(ex.yaw_min_deg, ex.yaw_max_deg, ex.angles)
+    seeds = list(range(args.first_seed, args.first_seed + args.sources))
+    rot = method.rotate(seeds, yaw)
+    identity, regressor = load_identity_model(cfg.metrics.identity.model_path), load_yaw_regressor(ex.yaw_regressor)
+    source = rot.source.float()
+    base_embedding = identity.embed(source)
+    with torch.no_grad():
+        base_yaw = regressor(source)
+    n, a = len(seeds), len(yaw)
+    print(f"{n} sources (seeds {seeds[0]}+) x {a} yaws, lr {cfg.method.rotation.refine_lr}")
+    for k in sorted(traced):
+        images = torch.stack(traced[k]).clamp(-1, 1).float()  # (N, A, 3, S, S)
+        flat = images.flatten(0, 1)
+        score = identity_scores(base_embedding, identity.embed(flat).view(n, a, -1))
+        with torch.no_grad():
+            reached = regressor(flat).view(n, a) - base_yaw[:, None]
+        yaw_fig = reached_yaw_summary(reached, yaw)
+        print(f"step {k:4d}: identity {identity_summary(torch.as_tensor(score).float())['identity_mean']:.3f}, "
+              f"yaw slope {yaw_fig['yaw_slope']:.2f}, yaw error {yaw_fig['yaw_error_mean_deg']:.1f} deg")
+
+
+if __name__ == "__main__":
+    main()
