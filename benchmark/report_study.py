@@ -202,7 +202,8 @@ class RotationRow:
 
 
 def identity_rows(uri: str | None, experiment: str) -> list[RotationRow]:
-    """The latest finished face-rotation run per (method, rotation mode) of MLflow ``experiment``."""
+    """The latest finished face-rotation run per (method, rotation mode) of MLflow ``experiment``; GAN2Shape's
+    refined mode is one row per step count (``gan_refined:<steps>``)."""
     client = tracking.client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -213,6 +214,8 @@ def identity_rows(uri: str | None, experiment: str) -> list[RotationRow]:
     for run in runs:
         t, m, p = run.data.tags, run.data.metrics, run.data.params
         mode = p.get("method.rotation.mode", "") if t.get("method") == "gan2shape" else ""
+        if mode == "gan_refined":  # the step count is part of the row's name
+            mode = f"{mode}:{p.get('method.rotation.refine_steps', '?')}"
         key = (t.get("method", "?"), mode)
         if key in rows or "identity_mean" not in m:
             continue
@@ -235,10 +238,20 @@ def identity_rows(uri: str | None, experiment: str) -> list[RotationRow]:
 ROTATION_LABELS = {"gan": "Rotation-GAN", "gan_refined": "Rotation-GAN, refined offsets", "3d": "Rotation-3D"}
 
 
+def rotation_label(mode: str) -> str:
+    """A row's rotation mode as the identity table names it.
+
+    >>> rotation_label("gan_refined:300")
+    'Rotation-GAN, refined offsets, 300 steps'
+    """
+    base, _, steps = mode.partition(":")
+    return ROTATION_LABELS.get(base, base) + (f", {steps} steps" if steps else "")
+
+
 def identity_tables(cfg, rows: list[RotationRow]) -> dict[str, str | bytes]:
     """``identity.md`` (the paper's layout: method, identity score; plus how far faces really turned and the time)
     and ``identity_vs_angle.png``."""
-    lines = [[r.method + (f" ({ROTATION_LABELS.get(r.mode, r.mode)})" if r.mode else ""),
+    lines = [[r.method + (f" ({rotation_label(r.mode)})" if r.mode else ""),
               f"{r.n_sources} × {r.n_angles}", r.yaw_range, _pm(r.identity, 4),
               "–" if r.yaw_error is None else f"{r.yaw_error:.1f}", "–" if r.yaw_slope is None else f"{r.yaw_slope:.2f}",
               f"{r.seconds_per_source:.1f}", "–"] for r in rows]
