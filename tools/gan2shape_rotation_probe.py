@@ -7,7 +7,7 @@ Runs the face-rotation experiment's scoring (20 yaws in -20 ... 20 degrees, the 
 network) for GAN2Shape on ``preset=cpu`` with ``method.rotation.mode=gan_refined`` on GAN sources of seeds
 ``--first-seed`` ... (2,000,000+ by default: not the scored sources 0 ... 99, so the step count is chosen on other
 faces), and reads the refined projections every ``--trace-every`` Adam steps of one ``--steps`` run
-(:func:`methods.gan2shape.steps.refine_projection`'s ``on_step``). Printed per traced step: identity mean, yaw slope,
+(``GAN2Shape.rotate``'s ``on_refine_step``). Printed per traced step: identity mean, yaw slope,
 yaw error. The fits are the cached ones of ``outputs/work`` (made on the first call, like ``bench run``).
 ``key=value`` are config overrides (e.g. ``method.rotation.refine_lr=0.03``). Used for reports/README.md's choice of
 ``rotation.refine_steps``.
@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 from benchmark.config import compose
-from benchmark.experiments.face_rotation import reached_yaw_summary, yaw_grid
+from benchmark.experiments.face_rotation import reached_yaw_summary, score_rotation, yaw_grid
 from benchmark.runner import method_args
 from methods.base import PrepareContext
 from methods.common.yaw import load_yaw_regressor
 from methods.gan2shape import method as g2s
-from methods.gan2shape.steps import gan_images, refine_projection
-from metrics.identity import identity_scores, identity_summary, load_identity_model
+from methods.gan2shape.steps import gan_images
+from metrics.identity import identity_summary, load_identity_model
 
 
 def main() -> None:
@@ -48,33 +48,20 @@ def main() -> None:
     method.prepare(PrepareContext(torch.device("cpu"), int(cfg.seed), Path("outputs/work"), None, cfg.dataset.name))
     traced: dict[int, list[torch.Tensor]] = {}
 
-    def traced_refine(G, w, delta_w, targets, masks, hp, steps, lr=0.01, disc_feature=None):
-        def keep(k: int, delta: torch.Tensor) -> None:
-            if k % args.trace_every == 0:
-                with torch.no_grad():
-                    traced.setdefault(k, []).append(gan_images(G, w + delta, targets.shape[-1]))
+    def keep(n: int, k: int, latents: torch.Tensor) -> None:
+        if k % args.trace_every == 0:
+            with torch.no_grad():
+                    traced.setdefault(k, []).append(gan_images(method.G, latents, method.image_size))
 
-        return refine_projection(G, w, delta_w, targets, masks, hp, steps, lr, disc_feature, on_step=keep)
-
-    g2s.refine_projection = traced_refine
     yaw = yaw_grid(ex.yaw_min_deg, ex.yaw_max_deg, ex.angles)
     seeds = list(range(args.first_seed, args.first_seed + args.sources))
-    rot = method.rotate(seeds, yaw)
+    rot = method.rotate(seeds, yaw, on_refine_step=keep)
     identity, regressor = load_identity_model(cfg.metrics.identity.model_path), load_yaw_regressor(ex.yaw_regressor)
-    source = rot.source.float()
-    base_embedding = identity.embed(source)
-    with torch.no_grad():
-        base_yaw = regressor(source)
-    n, a = len(seeds), len(yaw)
-    print(f"{n} sources (seeds {seeds[0]}+) x {a} yaws, lr {cfg.method.rotation.refine_lr}")
+    print(f"{len(seeds)} sources (seeds {seeds[0]}+) x {len(yaw)} yaws, lr {cfg.method.rotation.refine_lr}")
     for k in sorted(traced):
-        images = torch.stack(traced[k]).clamp(-1, 1).float()  # (N, A, 3, S, S)
-        flat = images.flatten(0, 1)
-        score = identity_scores(base_embedding, identity.embed(flat).view(n, a, -1))
-        with torch.no_grad():
-            reached = regressor(flat).view(n, a) - base_yaw[:, None]
+        score, reached = score_rotation(identity, regressor, rot.source, torch.stack(traced[k]).clamp(-1, 1))
         yaw_fig = reached_yaw_summary(reached, yaw)
-        print(f"step {k:4d}: identity {identity_summary(torch.as_tensor(score).float())['identity_mean']:.3f}, "
+        print(f"step {k:4d}: identity {identity_summary(score)['identity_mean']:.3f}, "
               f"yaw slope {yaw_fig['yaw_slope']:.2f}, yaw error {yaw_fig['yaw_error_mean_deg']:.1f} deg")
 
 

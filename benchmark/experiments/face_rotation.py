@@ -54,6 +54,25 @@ def reached_yaw_summary(reached: torch.Tensor, requested: torch.Tensor) -> dict[
     return {"yaw_error_mean_deg": float((reached - req).abs().mean()), "yaw_slope": slope}
 
 
+def score_rotation(identity, regressor, source: torch.Tensor, rotated: torch.Tensor,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Identity ``(N, A)`` (cosine of each rotated image's embedding to its source's) and the yaw change ``(N, A)``
+    the ``regressor`` reads on each rotated image relative to its source (``None`` without a regressor), for
+    ``source`` ``(N, 3, H, W)`` and ``rotated`` ``(N, A, 3, H, W)`` in [-1, 1]."""
+    from metrics.identity import identity_scores
+
+    source, rotated = source.detach().float(), rotated.detach().float()
+    n, a = rotated.shape[:2]
+    flat = rotated.flatten(0, 1)
+    score = torch.as_tensor(identity_scores(identity.embed(source), identity.embed(flat).view(n, a, -1))).float()
+    if regressor is None:
+        return score, None
+    with torch.no_grad():
+        base = regressor(source.to(device)).cpu()
+        reached = regressor(flat.to(device)).cpu().view(n, a) - base[:, None]
+    return score, reached
+
+
 def _check(rot: Rotation, n: int, a: int, name: str) -> None:
     if rot.source.dim() != 4 or rot.source.shape[:2] != (n, 3):
         raise RuntimeError(f"method {name} returned source of shape {tuple(rot.source.shape)}, expected ({n}, 3, H, W)")
@@ -73,7 +92,7 @@ def _csv(rows: list[dict]) -> str:
 @EXPERIMENTS.register("face_rotation")
 def face_rotation(ctx) -> dict[str, float]:
     """Rotate ``experiment.sources`` faces by ``experiment.angles`` yaws with ``ctx.cfg.method``; score identity."""
-    from metrics.identity import identity_scores, identity_summary, load_identity_model
+    from metrics.identity import identity_summary, load_identity_model
 
     cfg, ex = ctx.cfg, ctx.cfg.experiment
     method = ctx.create_method()
@@ -103,16 +122,14 @@ def face_rotation(ctx) -> dict[str, float]:
         rot = method.rotate(chunk, yaw)
         _check(rot, len(chunk), len(yaw), cfg.method.name)
         source, rotated = rot.source.detach().float(), rot.rotated.detach().float()
-        flat = rotated.flatten(0, 1)
-        scores.append(identity_scores(identity.embed(source), identity.embed(flat).view(len(chunk), len(yaw), -1)))
-        if regressor is not None:
-            with torch.no_grad():
-                base = regressor(source.to(ctx.device)).cpu()
-                reached.append(regressor(flat.to(ctx.device)).cpu().view(len(chunk), len(yaw)) - base[:, None])
+        score, got = score_rotation(identity, regressor, source, rotated, ctx.device)
+        scores.append(score)
+        if got is not None:
+            reached.append(got)
         for n in range(min(len(chunk), int(ex.strips) - len(strips))):
             strips.append([vis.image_to_uint8(source[n])] + [vis.image_to_uint8(t) for t in rotated[n]])
     seconds = time.perf_counter() - start
-    score = torch.cat([torch.as_tensor(s) for s in scores]).float()  # (N, A)
+    score = torch.cat(scores)  # (N, A)
     summary = {"n_sources": float(len(seeds)), "n_angles": float(len(yaw)),
                "time_per_source_s": seconds / len(seeds), "time_prepare_s": prepare_s, **identity_summary(score)}
     per_angle = [{"yaw_deg": float(y), "identity_mean": float(score[:, a].mean()),

@@ -414,12 +414,13 @@ class GAN2Shape(ShapeMethod, RotationMethod):
 
     # ------------------------------------------------------------------------------------------------ rotation
     @torch.no_grad()
-    def rotate(self, seeds, yaw_deg: torch.Tensor) -> Rotation:
+    def rotate(self, seeds, yaw_deg: torch.Tensor, on_refine_step=None) -> Rotation:
         """Reconstruct ``G(w)`` of each seed (cached like any image, mask from ``rotation.mask``), turn the 3D model
         by each yaw relative to its predicted view, and show it re-projected through the GAN (``rotation.mode=gan``,
         Rotation-GAN: the warp render -> E -> G, as the paper's face rotation; ``gan_refined``: then
         ``rotation.refine_steps`` Adam steps on the latent offsets, :func:`.steps.refine_projection`) or as the
-        textured mesh (``3d``)."""
+        textured mesh (``3d``). ``on_refine_step(n, k, latents)``, if given, is called after refinement step ``k``
+        of source ``n`` with its current latents ``w + delta_w`` (e.g. to read the projection every K steps)."""
         seeds = [int(s) for s in seeds]
         w = self.G.seed_latents(seeds).to(self.device)
         sources = gan_images(self.G, w, self.image_size)
@@ -447,7 +448,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
             if self.rotation["mode"] == "gan_refined":
                 projected = refine_projection(self.G, w[i:i + 1], delta_w, warp.image, warp.valid, self.hp,
                                               int(self.rotation["refine_steps"]), float(self.rotation["refine_lr"]),
-                                              self.disc_feature)
+                                              self.disc_feature, on_step=None if on_refine_step is None else
+                                              lambda k, delta, n=i: on_refine_step(n, k, w[n:n + 1] + delta))
             rotated.append(projected)
         return Rotation(source=sources, rotated=torch.stack(rotated).clamp(-1, 1),
                         extras={"latents": w.cpu(), "mode": self.rotation["mode"]})

@@ -261,7 +261,7 @@ def test_instance_runs_sharded_over_torchrun_ranks_match_one_process(tiny_synfac
 
 def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
     """Rotation-GAN (plain and refined) and Rotation-3D of seeded GAN samples: shapes, the source is G(w) of the
-    seed, a rerun loads the cached reconstruction and gives the same images."""
+    seed, a rerun loads the cached reconstruction and gives the same images; the refinement hook sees each step."""
     from methods.base import PrepareContext
     from methods.gan2shape.steps import gan_images
 
@@ -278,8 +278,14 @@ def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
     again = method.rotate([3, 4], yaw)
     assert torch.equal(again.rotated, rot.rotated)
     method.rotation.update(mode="gan_refined", refine_steps=3)
-    refined = method.rotate([3, 4], yaw)
+    seen = {}
+    refined = method.rotate([3, 4], yaw, on_refine_step=lambda n, k, latents: seen.update({(n, k): latents}))
     assert refined.rotated.shape == rot.rotated.shape and not torch.equal(refined.rotated, rot.rotated)
+    # the hook sees every step of every source, and the last latents are the ones shown
+    assert sorted(seen) == [(n, k) for n in (0, 1) for k in (1, 2, 3)]
+    with torch.no_grad():
+        last = gan_images(method.G, seen[(1, 3)], 64).clamp(-1, 1)
+    assert torch.allclose(last, refined.rotated[1], atol=1e-5)
     method.rotation["mode"] = "3d"
     mesh = method.rotate([3], yaw)
     assert mesh.rotated.shape == (1, 3, 3, 64, 64)
