@@ -202,8 +202,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         # the cache key: everything that changes a reconstruction (not what is shown: progress bar, rotation mode)
         self.config = {k: v for k, v in locals().items()
                        if k not in ("self", "__class__", "rotation", "progress", "parallel_images")}
-        self.rotation = {"mode": "gan", "mask": "grabcut", "mask_args": {}, "refine_steps": 100, "refine_lr": 0.01,
-                         **(rotation or {})}
+        self.rotation = {"mode": "gan", "mask": "grabcut", "mask_args": {}, "refine_steps": 300, "refine_lr": 0.1,
+                         "refine_reg": None, **(rotation or {})}
         if self.rotation["mode"] not in ("gan", "gan_refined", "3d"):
             raise BenchError(f"method.rotation.mode must be 'gan' (Rotation-GAN: the rotated render re-projected "
                              f"through the GAN), 'gan_refined' (E's projection refined by optimising the latent "
@@ -418,7 +418,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         """Reconstruct ``G(w)`` of each seed (cached like any image, mask from ``rotation.mask``), turn the 3D model
         by each yaw relative to its predicted view, and show it re-projected through the GAN (``rotation.mode=gan``,
         Rotation-GAN: the warp render -> E -> G, as the paper's face rotation; ``gan_refined``: then
-        ``rotation.refine_steps`` Adam steps on the latent offsets, :func:`.steps.refine_projection`) or as the
+        ``rotation.refine_steps`` Adam steps on the latent offsets at ``rotation.refine_lr``, with the offset penalty
+        ``rotation.refine_reg`` (None: ``lam_regular``), :func:`.steps.refine_projection`) or as the
         textured mesh (``3d``). ``on_refine_step(n, k, latents)``, if given, is called after refinement step ``k``
         of source ``n`` with its current latents ``w + delta_w`` (e.g. to read the projection every K steps)."""
         seeds = [int(s) for s in seeds]
@@ -446,7 +447,9 @@ class GAN2Shape(ShapeMethod, RotationMethod):
             warp = render_given_view(texture, depth, views, r)
             projected, delta_w = project(self.nets, self.G, w[i:i + 1], warp.image, sources[i:i + 1], self.hp)
             if self.rotation["mode"] == "gan_refined":
-                projected = refine_projection(self.G, w[i:i + 1], delta_w, warp.image, warp.valid, self.hp,
+                reg = self.rotation["refine_reg"]
+                hp = self.hp if reg is None else replace(self.hp, lam_regular=float(reg))
+                projected = refine_projection(self.G, w[i:i + 1], delta_w, warp.image, warp.valid, hp,
                                               int(self.rotation["refine_steps"]), float(self.rotation["refine_lr"]),
                                               self.disc_feature, on_step=None if on_refine_step is None else
                                               lambda k, delta, n=i: on_refine_step(n, k, w[n:n + 1] + delta))

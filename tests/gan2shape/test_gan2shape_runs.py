@@ -286,6 +286,11 @@ def test_gan2shape_rotates_gan_samples(tiny_gan, tmp_path):
     with torch.no_grad():
         last = gan_images(method.G, seen[(1, 3)], 64).clamp(-1, 1)
     assert torch.allclose(last, refined.rotated[1], atol=1e-5)
+    # rotation.refine_reg replaces lam_regular while refining: a huge one pulls the offsets toward 0 step by step
+    method.rotation.update(refine_reg=1e6, refine_lr=0.01)
+    seen.clear()
+    method.rotate([3], yaw[:1], on_refine_step=lambda n, k, latents: seen.update({k: (latents - w[:1]).norm()}))
+    assert seen[1] > seen[2] > seen[3]
     method.rotation["mode"] = "3d"
     mesh = method.rotate([3], yaw)
     assert mesh.rotated.shape == (1, 3, 3, 64, 64)
