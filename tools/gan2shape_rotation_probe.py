@@ -9,8 +9,8 @@ network) for GAN2Shape on ``preset=cpu`` with ``method.rotation.mode=gan_refined
 faces), and reads the refined projections every ``--trace-every`` Adam steps of one ``--steps`` run
 (``GAN2Shape.rotate``'s ``on_refine_step``). Printed per traced step: identity mean, yaw slope,
 yaw error. The fits are the cached ones of ``outputs/work`` (made on the first call, like ``bench run``).
-``key=value`` are config overrides (e.g. ``method.rotation.refine_lr=0.03``). Used for reports/README.md's choice of
-``rotation.refine_steps``.
+``key=value`` are config overrides (e.g. ``method.rotation.refine_lr=0.03``). Used for weights/README.md's choice of
+``rotation.refine_steps`` and ``refine_lr``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from benchmark.experiments.face_rotation import reached_yaw_summary, score_rotat
 from benchmark.runner import method_args
 from methods.base import PrepareContext
 from methods.common.yaw import load_yaw_regressor
-from methods.gan2shape import method as g2s
+from methods.gan2shape.method import GAN2Shape
 from methods.gan2shape.steps import gan_images
 from metrics.identity import identity_summary, load_identity_model
 
@@ -44,14 +44,14 @@ def main() -> None:
                    f"method.rotation.refine_steps={args.steps}", "method.parallel_images=1", "method.progress=false",
                    *args.overrides])
     ex = cfg.experiment
-    method = g2s.GAN2Shape(**method_args(cfg))
+    method = GAN2Shape(**method_args(cfg))
     method.prepare(PrepareContext(torch.device("cpu"), int(cfg.seed), Path("outputs/work"), None, cfg.dataset.name))
     traced: dict[int, list[torch.Tensor]] = {}
 
     def keep(n: int, k: int, latents: torch.Tensor) -> None:
         if k % args.trace_every == 0:
             with torch.no_grad():
-                    traced.setdefault(k, []).append(gan_images(method.G, latents, method.image_size))
+                traced.setdefault(k, []).append(gan_images(method.G, latents, method.image_size))
 
     yaw = yaw_grid(ex.yaw_min_deg, ex.yaw_max_deg, ex.angles)
     seeds = list(range(args.first_seed, args.first_seed + args.sources))

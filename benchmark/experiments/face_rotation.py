@@ -64,7 +64,7 @@ def score_rotation(identity, regressor, source: torch.Tensor, rotated: torch.Ten
     source, rotated = source.detach().float(), rotated.detach().float()
     n, a = rotated.shape[:2]
     flat = rotated.flatten(0, 1)
-    score = torch.as_tensor(identity_scores(identity.embed(source), identity.embed(flat).view(n, a, -1))).float()
+    score = identity_scores(identity.embed(source), identity.embed(flat).view(n, a, -1)).float()
     if regressor is None:
         return score, None
     with torch.no_grad():

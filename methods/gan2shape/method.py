@@ -431,6 +431,8 @@ class GAN2Shape(ShapeMethod, RotationMethod):
         with torch.enable_grad():
             results = self._results(batch, self.rotation_mask, folders)
         r = self.geom.renderer
+        reg = self.rotation["refine_reg"]
+        refine_hp = self.hp if reg is None else replace(self.hp, lam_regular=float(reg))
         rotated = []
         for i, res in enumerate(results):
             shown = render(res["canon_depth"], res["albedo"], res["view"], res["light"], self.geom)
@@ -447,9 +449,7 @@ class GAN2Shape(ShapeMethod, RotationMethod):
             warp = render_given_view(texture, depth, views, r)
             projected, delta_w = project(self.nets, self.G, w[i:i + 1], warp.image, sources[i:i + 1], self.hp)
             if self.rotation["mode"] == "gan_refined":
-                reg = self.rotation["refine_reg"]
-                hp = self.hp if reg is None else replace(self.hp, lam_regular=float(reg))
-                projected = refine_projection(self.G, w[i:i + 1], delta_w, warp.image, warp.valid, hp,
+                projected = refine_projection(self.G, w[i:i + 1], delta_w, warp.image, warp.valid, refine_hp,
                                               int(self.rotation["refine_steps"]), float(self.rotation["refine_lr"]),
                                               self.disc_feature, on_step=None if on_refine_step is None else
                                               lambda k, delta, n=i: on_refine_step(n, k, w[n:n + 1] + delta))
