@@ -155,8 +155,7 @@ def face_strips(uri: str | None, rows: list[Row], faces: int) -> dict[str, str |
                 grid = np.asarray(image.convert("RGB"))
         except Exception:  # noqa: BLE001  (a run logged without samples: the row is left out)
             continue
-        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{r.method}-{r.label}").strip("_")
-        name = f"faces/{slug}.png"
+        name = f"faces/{_slug(f'{r.method}-{r.label}')}.png"
         files[name] = _png(np.ascontiguousarray(_crop_faces(grid, faces)))
         lines.append([r.method, r.label, f"![{r.method} {r.label}]({name})", f"`{r.run_id[:8]}`"])
     if not lines:
@@ -248,9 +247,39 @@ def rotation_label(mode: str) -> str:
     return ROTATION_LABELS.get(base, base) + (f", {steps} steps" if steps else "")
 
 
+#: The strip a face-rotation run logs (each source, then its rotations by the requested yaws).
+ROTATION_STRIP = "samples/source_then_rotations.png"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_")
+
+
+def rotation_strips(uri: str | None, rows: list[RotationRow], faces: int) -> tuple[list[str], dict[str, bytes]]:
+    """``rotations/<row>.png``: the first ``faces`` sources of every row's logged strip (source, then its rotations
+    from the lowest to the highest requested yaw), and the markdown lines that show them."""
+    import numpy as np
+    from PIL import Image
+
+    client, files, lines = tracking.client(uri), {}, []
+    for r in rows:
+        try:
+            with Image.open(_artifact(client, r.run_id, ROTATION_STRIP)) as image:
+                grid = np.asarray(image.convert("RGB"))
+        except Exception:  # noqa: BLE001  (a run logged without its strip: the row is left out)
+            continue
+        if r.n_angles > 0:  # square tiles, 2-pixel gaps (core.images.grid); one row per source
+            grid = grid[:2 + faces * ((grid.shape[1] - 2) // (r.n_angles + 1))]
+        name = f"rotations/{_slug(f'{r.method}-{r.mode}' if r.mode else r.method)}.png"
+        files[name] = _png(np.ascontiguousarray(grid))
+        label = r.method + (f" ({rotation_label(r.mode)})" if r.mode else "")
+        lines.append(f"- {label}, run `{r.run_id[:8]}`: ![{label}]({name})")
+    return lines, files
+
+
 def identity_tables(cfg, rows: list[RotationRow]) -> dict[str, str | bytes]:
-    """``identity.md`` (the paper's layout: method, identity score; plus how far faces really turned and the time)
-    and ``identity_vs_angle.png``."""
+    """``identity.md`` (the paper's layout: method, identity score; plus how far faces really turned and the time),
+    ``identity_vs_angle.png`` and, with ``cfg.report.faces``, the rows' rotation strips."""
     lines = [[r.method + (f" ({rotation_label(r.mode)})" if r.mode else ""),
               f"{r.n_sources} × {r.n_angles}", r.yaw_range, _pm(r.identity, 4),
               "–" if r.yaw_error is None else f"{r.yaw_error:.1f}", "–" if r.yaw_slope is None else f"{r.yaw_slope:.2f}",
@@ -265,7 +294,15 @@ def identity_tables(cfg, rows: list[RotationRow]) -> dict[str, str | bytes]:
            "free). The paper's ArcFace table was not retrieved into our spec, so the paper column is empty.",
            "", "Runs (reproduce with the command):", ""]
     out += [f"- `{r.run_id[:8]}` `{r.command}` on {r.device}, commit {r.commit[:12]}" for r in rows]
-    files: dict[str, str | bytes] = {"identity.md": "\n".join(out) + "\n"}
+    files: dict[str, str | bytes] = {}
+    if cfg.report.faces:
+        strips, images = rotation_strips(cfg.tracking.uri, rows, int(cfg.report.faces))
+        if strips:
+            out += ["", f"The first {int(cfg.report.faces)} sources of every row, one a line: the source, then its "
+                    f"rotations from the lowest to the highest requested yaw (cut from the strip each run logged):",
+                    "", *strips]
+            files.update(images)
+    files["identity.md"] = "\n".join(out) + "\n"
     curves = {lines[i][0]: [v for _, v in r.curve] for i, r in enumerate(rows) if r.curve}
     if curves:
         x = [a for a, _ in next(r.curve for r in rows if r.curve)]

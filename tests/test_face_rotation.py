@@ -100,6 +100,22 @@ def test_face_rotation_score_matches_a_hand_computation(workdir, tiny_synface, m
     assert per_angle[0].startswith("yaw_deg,identity_mean") and len(per_angle) == 4
     assert float(per_angle[2].split(",")[1]) == pytest.approx(1.0, abs=1e-6)  # yaw 0: the source itself
 
+    # bench report: the identity table and the first 2 sources' rotation strips (source + 3 angles, one a line)
+    from PIL import Image
+
+    from benchmark.report_study import build
+
+    report = compose(["report.faces=2", f"report.out_dir={workdir / 'rep'}", "tracking.experiment=none",
+                      f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}"])
+    build(report)
+    table = (workdir / "rep" / "identity.md").read_text()
+    assert "| _test_colour_rotator |" in table and "rotations/test_colour_rotator.png" in table
+    strip = np.asarray(Image.open(workdir / "rep" / "rotations" / "test_colour_rotator.png"))
+    logged = np.asarray(Image.open(client.download_artifacts(run.info.run_id, "samples/source_then_rotations.png")))
+    tile = (logged.shape[1] - 2) // 4
+    assert logged.shape[0] == 2 + 3 * tile and strip.shape == (2 + 2 * tile, logged.shape[1], 3)
+    assert np.array_equal(strip, logged[:2 + 2 * tile, :, :3])
+
 
 def test_shape_only_methods_are_refused(workdir, tiny_synface, mean_colour_onnx):
     cfg = compose(["experiment=face_rotation", "method=ellipsoid", f"metrics.identity.model_path={mean_colour_onnx}",

@@ -3,6 +3,8 @@
 The steps, checkpoints and weights are those of :mod:`methods.stylegan2.training`; validation is the GAN trainers'
 SWD (:mod:`methods.common.gan_recipe`) on EMA-generator fakes; the sample grid shows ``tracking.samples`` fixed
 latents. The export holds the EMA generator, the discriminator and the mean latent, with the model card.
+``model.grow_from=<weights of a smaller trained GAN>`` starts the networks from it
+(:func:`methods.stylegan2.training.grown_state_dicts`) instead of from scratch.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import BenchError
+from core.paths import asset_path
 from core.registry import TRAINERS
 from methods.base import TrainContext
 from methods.common.gan_recipe import GANRecipe, image_grid
 
 from . import training
-from .checkpoints import save_networks
+from .checkpoints import read_checkpoint, save_networks
 
 __all__ = ["StyleGAN2Recipe", "model_configs", "generate_eval"]
 
@@ -59,6 +63,19 @@ class StyleGAN2Recipe(GANRecipe):
         self.tcfg = training.TrainConfig.from_dict({k: ctx.settings[k] for k in _TRAIN_KEYS})
         self.fixed_z = torch.randn(int(ctx.evaluation["samples"]), self.g_config["style_dim"],
                                    generator=torch.Generator().manual_seed(ctx.seed + 12345)).to(ctx.device)
+
+    def create(self) -> training.TrainState:
+        state = super().create()
+        source = self.ctx.settings.get("grow_from")
+        if source:
+            ckpt = read_checkpoint(asset_path(source))
+            try:
+                training.grow_state(state, ckpt.g_ema, ckpt.d, int(ckpt.g_config["size"]))
+            except ValueError as err:
+                raise BenchError(f"model.grow_from={source}: {err}. Fix: grow from a smaller StyleGAN2 with the same "
+                                 f"style_dim / n_mlp and the channels of its resolutions, or set "
+                                 f"model.grow_from=null") from None
+        return state
 
     def samples(self, state: training.TrainState) -> np.ndarray:
         state.g_ema.eval()

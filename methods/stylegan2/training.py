@@ -32,7 +32,7 @@ from .model import Discriminator, Generator
 
 __all__ = ["TrainConfig", "TrainState", "create_state", "d_logistic_loss", "g_nonsaturating_loss", "r1_penalty",
            "sample_batch", "sample_latents", "d_step", "d_reg_step", "g_step", "g_reg_step", "accumulate",
-           "train_step", "save_checkpoint", "load_checkpoint", "ema_decay"]
+           "train_step", "save_checkpoint", "load_checkpoint", "ema_decay", "grown_state_dicts", "grow_state"]
 
 CHECKPOINT_VERSION = 1
 
@@ -273,6 +273,58 @@ def train_step(state: TrainState, data: Tensor) -> dict[str, float]:
     accumulate(state.g_ema, state.g, ema_decay(cfg))
     state.step += 1
     return logs
+
+
+# ----------------------------------------------------------------------------------------- growing a GAN
+def grown_state_dicts(src_g: dict[str, Tensor], src_d: dict[str, Tensor] | None, g: Generator,
+                      d: Discriminator, src_size: int) -> tuple[dict[str, Tensor], dict[str, Tensor], list[str]]:
+    """State dicts for ``g`` / ``d`` (size ``S``) that start from a trained GAN of size ``src_size`` (``S / 2^k``).
+
+    The generator keeps every source tensor whose name and shape it shares (mapping, 4 px ... ``src_size`` layers,
+    their ToRGBs); the layers above are fresh, except that each new ToRGB's weight is zero, so the grown generator
+    starts as the source's image upsampled by the skip path's blur-upsampling (progressive growing's fade-in, done by
+    the skip architecture). In the discriminator, the residual block reading resolution ``r`` is ``convs.j`` with
+    ``S / 2^(j-1) = r``, so the source's ``convs.j`` (j >= 1) goes to ``convs.(j + k)``; ``final_conv`` and
+    ``final_linear`` carry over; the RGB input layer and the blocks above ``src_size`` are fresh. Returns the two
+    state dicts and the names of the tensors that stayed fresh (a source tensor that fits no slot is an error).
+    """
+    if src_size >= g.size or g.size % src_size or (g.size // src_size) & (g.size // src_size - 1):
+        raise ValueError(f"can only grow to a larger power-of-two multiple: {src_size} px -> {g.size} px")
+    shift = int(math.log2(g.size // src_size))
+    g_sd, fresh = g.state_dict(), []
+    for key, value in g_sd.items():
+        if key in src_g and src_g[key].shape == value.shape:
+            g_sd[key] = src_g[key].to(value)
+        else:
+            fresh.append(f"g.{key}")
+            if key.startswith("to_rgbs.") and key.endswith(".conv.weight"):
+                g_sd[key] = torch.zeros_like(value)
+    unused = sorted(k for k in src_g if k not in g_sd or src_g[k].shape != g_sd[k].shape)
+    if any(not k.startswith("noises.") for k in unused):
+        raise ValueError(f"source generator tensors fit no layer of the {g.size} px generator: {unused[:4]}")
+    d_sd = d.state_dict()
+    for key, value in d_sd.items():
+        src_key = key
+        if key.startswith("convs."):
+            idx, rest = key.split(".", 2)[1:]
+            src_key = f"convs.{int(idx) - shift}.{rest}" if int(idx) > shift else None
+        if src_d is not None and src_key in src_d and src_d[src_key].shape == value.shape:
+            d_sd[key] = src_d[src_key].to(value)
+        else:
+            fresh.append(f"d.{key}")
+    return g_sd, d_sd, fresh
+
+
+def grow_state(state: TrainState, src_g: dict[str, Tensor], src_d: dict[str, Tensor] | None,
+               src_size: int) -> list[str]:
+    """Load :func:`grown_state_dicts` into a fresh ``state`` (G, its EMA copy and D); returns the fresh tensors."""
+    if state.step:
+        raise ValueError("a GAN can only be grown before its first step")
+    g_sd, d_sd, fresh = grown_state_dicts(src_g, src_d, state.g, state.d, src_size)
+    state.g.load_state_dict(g_sd)
+    state.g_ema.load_state_dict(g_sd)
+    state.d.load_state_dict(d_sd)
+    return fresh
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -101,10 +101,42 @@ def test_ema_decay_and_lazy_ratio():
     assert state.g_optim.param_groups[0]["lr"] == pytest.approx(0.002)  # no path regulariser, no correction
 
 
+def test_grown_gan_starts_as_the_upsampled_source():
+    src = training.create_state(G_CFG, D_CFG, _cfg(), seed=1)
+    _train(src, _data(), 2)
+    for p in src.g_ema.parameters():  # non-trivial weights everywhere (a trained GAN's are)
+        p.data.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    ch32 = {**CH, 32: 8}
+    big = training.create_state({**G_CFG, "size": 32, "channels": ch32}, {"size": 32, "channels": ch32}, _cfg(), seed=0)
+    fresh = training.grow_state(big, src.g_ema.state_dict(), src.d.state_dict(), 16)
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(5))
+    noise = src.g_ema.make_noise(torch.Generator().manual_seed(6))
+    small = src.g_ema([z], noise=noise)[0]
+    for g in (big.g, big.g_ema):
+        grown = g([z], noise=noise + [None, None])[0]  # the 32 px layers' noise only reaches the zeroed ToRGB
+        assert grown.shape == (3, 3, 32, 32)
+        torch.testing.assert_close(grown, g.to_rgbs[-1].upsample(small), rtol=0, atol=1e-6)
+    # the discriminator's blocks below 32 px, its final layers and every shared generator tensor carry over
+    for j in (1, 2):
+        for k, v in src.d.convs[j].state_dict().items():
+            assert torch.equal(big.d.convs[j + 1].state_dict()[k], v), f"d.convs.{j + 1}.{k}"
+    assert torch.equal(big.d.final_linear[1].weight, src.d.final_linear[1].weight)
+    assert "g.to_rgbs.2.conv.weight" in fresh and "d.convs.0.0.weight" in fresh and "g.style.1.weight" not in fresh
+    # training moves the new layer off zero
+    _train(big, training.as_float_images(_data()).repeat_interleave(2, -1).repeat_interleave(2, -2), 1)
+    assert big.g.to_rgbs[-1].conv.weight.abs().sum() > 0
+    with pytest.raises(ValueError, match="larger power-of-two"):
+        training.grown_state_dicts(src.g.state_dict(), None, src.g, src.d, 16)
+    with pytest.raises(ValueError, match="fit no layer"):
+        other = training.create_state({**G_CFG, "style_dim": 8}, D_CFG, _cfg(), seed=0)
+        training.grown_state_dicts(other.g.state_dict(), None, big.g, big.d, 16)
+
+
 def test_train_command_exports_and_tracks(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from benchmark.datasets.synface_proc import generate
     from benchmark.train import train_command
+    from core.errors import BenchError
     from methods.stylegan2.checkpoints import load_discriminator, load_generator
 
     root = tmp_path / "synface"
@@ -142,3 +174,15 @@ def test_train_command_exports_and_tracks(tmp_path, monkeypatch):
     assert "loss_d" in first.data.metrics and "val_swd_mean" in first.data.metrics
     assert "floor_swd_mean" in first.data.metrics
     assert sorted(r.data.tags["resumed_from"] for r in runs) == ["0", "3"]
+
+    # a 32 px GAN grown from that export: trains from it; a source that does not fit fails with one line
+    grow = [o for o in overrides if not o.startswith(("model.size", "model.channels", "train.out_dir", "train.export",
+                                                      "train.iterations"))]
+    grow += ["model.size=32", "model.channels={4: 8, 8: 8, 16: 8, 32: 8}", f"+model.grow_from={export}",
+             f"train.out_dir={tmp_path}/grown", f"train.export={tmp_path}/w/grown.safetensors", "train.iterations=1"]
+    assert train_command(grow) == 0
+    assert load_generator(tmp_path / "w" / "grown.safetensors").size == 32
+    bad = [o for o in grow if not o.startswith("train.out_dir")]
+    bad += [f"train.out_dir={tmp_path}/bad", "model.style_dim=8"]
+    with pytest.raises(BenchError, match="model.grow_from=.*fit no layer"):
+        train_command(bad)
