@@ -17,7 +17,10 @@ of the projections on its reading of the pseudo samples (1: they turn as asked, 
 ``refit``: 16 random pseudo samples (Step 2's view and light distributions) are projected with (b), then a coarse
 depth offset (16 x 16 grid inside the object mask, bilinear), a per-pixel albedo and one light per image are fitted
 (Adam, lr 1e-3, 300 steps) to the input under its view and to the projections under their pseudo views. Targets
-``none`` (the pseudo samples themselves: nothing new, the shape should stay) against ``gan`` (the projections).
+``none`` (the pseudo samples themselves: nothing new, the shape should stay) against ``gan`` (the projections) and,
+on synface_proc, ``true``: the same face re-rendered by the dataset's own renderer at the pseudo views (turned from
+the image's true view by what each pseudo view turns from the model's view of the image; no translation) under the
+pseudo lights, i.e. what a perfect GAN would return. ``true`` bounds what any GAN can give this fit.
 Printed: SIDE / MAD of the input-view depth before and after, per image and on average.
 """
 
@@ -131,6 +134,7 @@ def refit(n: int, overrides: list[str]) -> None:
     data, method = setup(n, overrides)
     geom, hp = method.geom, method.hp
     totals: dict[str, list[tuple[float, float]]] = {"before": [], "none": [], "gan": []}
+    truth = TrueViews(method.geom.renderer.rot_range_deg, data) if type(data).__name__ == "SynfaceProc" else None
 
     def score(view_depth, valid, item) -> tuple[float, float]:
         s = shape_metrics(view_depth, item["depth"][None], valid)
@@ -143,14 +147,51 @@ def refit(n: int, overrides: list[str]) -> None:
         valid = canon.render.valid[:, 0]
         totals["before"].append(score(canon.render.view_depth, valid, item))
         line = f"val {i}: before {totals['before'][-1][0]:.3f} / {totals['before'][-1][1]:.2f}"
-        for name, targets in (("none", pseudo.images), ("gan", direct_projection(method, w, pseudo, 150))):
-            depth = fit_shape(canon, mask, image, targets, pseudo, geom)
+        fits = [("none", pseudo.images, pseudo), ("gan", direct_projection(method, w, pseudo, 150), pseudo)]
+        if truth is not None:
+            fits.append(("true", *truth.render(i, item, canon.view, pseudo)))
+        for name, targets, views_of in fits:
+            totals.setdefault(name, [])
+            depth = fit_shape(canon, mask, image, targets, views_of, geom)
             totals[name].append(score(warp_canon_depth(depth, canon.view, geom.renderer), valid, item))
             line += f", refit to {name}: {totals[name][-1][0]:.3f} / {totals[name][-1][1]:.2f}"
         print(line, flush=True)
     for name, rows in totals.items():
         mean = torch.tensor(rows).mean(0)
         print(f"mean over {n} val images, {name}: SIDE {mean[0]:.3f} MAD {mean[1]:.2f}", flush=True)
+
+
+class TrueViews:
+    """synface_proc faces re-rendered by the dataset's renderer at pseudo views (the ``true`` refit targets)."""
+
+    def __init__(self, rot_range_deg: float, data):
+        from benchmark.datasets.synface_proc import sample_shard
+
+        self.rot_range, self.cfg = float(rot_range_deg), data.meta["config"]
+        self.shard_size = int(self.cfg["shard_size"])
+        self.sample = lambda shard: sample_shard(self.cfg, "val", shard)
+
+    def render(self, i: int, item: dict, model_view: torch.Tensor, pseudo):
+        """Targets ``(N, 3, S, S)`` and the pseudo samples with their views' translation dropped."""
+        from benchmark.datasets.sdf_faces import render_faces, rotation_matrices
+
+        shard = self.sample(i // self.shard_size)
+        n, size = pseudo.views.shape[0], item["image"].shape[-1]
+        # methods' view (pitch, yaw, roll) / rot_range -> the dataset's (yaw, pitch, roll) degrees
+        turn = (pseudo.views[:, :3] - model_view[:, :3]) * self.rot_range
+        view_deg = (item["view"][None] + turn[:, [1, 0, 2]]).double().numpy()
+        ka, kd, lx, ly = pseudo.lights.light_vectors().double().unbind(1)  # canonical frame (2k_a - 1, 2k_d - 1, ...)
+        l_cam = torch.einsum("bij,bj->bi", torch.from_numpy(rotation_matrices(view_deg)),
+                             torch.stack([lx, ly, torch.ones_like(lx)], 1))
+        light = torch.stack([(ka + 1) / 2, (kd + 1) / 2, l_cam[:, 0] / l_cam[:, 2].clamp_min(1e-3),
+                             l_cam[:, 1] / l_cam[:, 2].clamp_min(1e-3)], 1).float()
+        params = torch.as_tensor(shard["params"][i % self.shard_size])[None].repeat(n, 1)
+        with torch.no_grad():
+            out = render_faces(params, view_deg, light, torch.full((n, 3, size, size), 0.5), size)
+        images = out["rgb"].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        views = pseudo.views.clone()
+        views[:, 3:] = 0
+        return images, replace(pseudo, views=views, masks=out["mask"][:, None].float())
 
 
 def fit_shape(canon, mask, image, targets, pseudo, geom, res: int = 16, steps: int = 300) -> torch.Tensor:
