@@ -1,7 +1,7 @@
 """Does our GAN give GAN2Shape usable views? Two checks on the first N *validation* images (never the test split).
 
     python tools/gan2shape_gan_probe.py turn N [E_ITERS] [key=value ...]   # do projections of turned samples turn?
-    python tools/gan2shape_gan_probe.py refit N [key=value ...]            # does refitting the shape to them help?
+    python tools/gan2shape_gan_probe.py refit N [--targets none,gan,true] [key=value ...]  # does refitting help?
 
 ``key=value`` items are config overrides, e.g. ``method.gan=<another GAN export>``.
 
@@ -19,8 +19,9 @@ depth offset (16 x 16 grid inside the object mask, bilinear), a per-pixel albedo
 (Adam, lr 1e-3, 300 steps) to the input under its view and to the projections under their pseudo views. Targets
 ``none`` (the pseudo samples themselves: nothing new, the shape should stay) against ``gan`` (the projections) and,
 on synface_proc, ``true``: the same face re-rendered by the dataset's own renderer at the pseudo views (turned from
-the image's true view by what each pseudo view turns from the model's view of the image; no translation) under the
-pseudo lights, i.e. what a perfect GAN would return. ``true`` bounds what any GAN can give this fit.
+the image's true view by what each pseudo view turns from the model's view of the image, centred as the image) under
+the pseudo lights, i.e. what a perfect GAN would return. ``true`` bounds what any GAN can give this fit.
+``--targets none,true`` fits only those (the projections are the slow part).
 Printed: SIDE / MAD of the input-view depth before and after, per image and on average.
 """
 
@@ -130,11 +131,12 @@ def turn(n: int, e_iters: int, overrides: list[str]) -> None:
         report("free W offset (300)", direct_projection(method, w, fixed, 300))
 
 
-def refit(n: int, overrides: list[str]) -> None:
+def refit(n: int, overrides: list[str], kinds: tuple[str, ...] = ("none", "gan", "true")) -> None:
     data, method = setup(n, overrides)
     geom, hp = method.geom, method.hp
-    totals: dict[str, list[tuple[float, float]]] = {"before": [], "none": [], "gan": []}
-    truth = TrueViews(method.geom.renderer.rot_range_deg, data) if type(data).__name__ == "SynfaceProc" else None
+    totals: dict[str, list[tuple[float, float]]] = {"before": []}
+    synface = type(data).__name__ == "SynfaceProc"
+    truth = TrueViews(method.geom.renderer.rot_range_deg, data) if synface and "true" in kinds else None
 
     def score(view_depth, valid, item) -> tuple[float, float]:
         s = shape_metrics(view_depth, item["depth"][None], valid)
@@ -147,7 +149,9 @@ def refit(n: int, overrides: list[str]) -> None:
         valid = canon.render.valid[:, 0]
         totals["before"].append(score(canon.render.view_depth, valid, item))
         line = f"val {i}: before {totals['before'][-1][0]:.3f} / {totals['before'][-1][1]:.2f}"
-        fits = [("none", pseudo.images, pseudo), ("gan", direct_projection(method, w, pseudo, 150), pseudo)]
+        fits = [("none", pseudo.images, pseudo)] if "none" in kinds else []
+        if "gan" in kinds:
+            fits.append(("gan", direct_projection(method, w, pseudo, 150), pseudo))
         if truth is not None:
             fits.append(("true", *truth.render(i, item, canon.view, pseudo)))
         for name, targets, views_of in fits:
@@ -172,7 +176,7 @@ class TrueViews:
         self.sample = lambda shard: sample_shard(self.cfg, "val", shard)
 
     def render(self, i: int, item: dict, model_view: torch.Tensor, pseudo):
-        """Targets ``(N, 3, S, S)`` and the pseudo samples with their views' translation dropped."""
+        """Targets ``(N, 3, S, S)`` and the pseudo samples with their views' translation set to the image's."""
         from benchmark.datasets.sdf_faces import render_faces, rotation_matrices
 
         shard = self.sample(i // self.shard_size)
@@ -190,7 +194,7 @@ class TrueViews:
             out = render_faces(params, view_deg, light, torch.full((n, 3, size, size), 0.5), size)
         images = out["rgb"].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         views = pseudo.views.clone()
-        views[:, 3:] = 0
+        views[:, 3:] = model_view[:, 3:]  # the dataset centres every face as it centred the image
         return images, replace(pseudo, views=views, masks=out["mask"][:, None].float())
 
 
@@ -226,9 +230,14 @@ def fit_shape(canon, mask, image, targets, pseudo, geom, res: int = 16, steps: i
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in ("turn", "refit"):
         sys.exit(__doc__)
-    overrides = [a for a in sys.argv[3:] if "=" in a]
-    numbers = [int(a) for a in sys.argv[3:] if "=" not in a]
+    args = sys.argv[3:]
+    chosen = ("none", "gan", "true")
+    if "--targets" in args:
+        k = args.index("--targets")
+        chosen, args = tuple(args[k + 1].split(",")), args[:k] + args[k + 2:]
+    overrides = [a for a in args if "=" in a]
+    numbers = [int(a) for a in args if "=" not in a]
     if sys.argv[1] == "turn":
         turn(int(sys.argv[2]), numbers[0] if numbers else 600, overrides)
     else:
-        refit(int(sys.argv[2]), overrides)
+        refit(int(sys.argv[2]), overrides, chosen)
