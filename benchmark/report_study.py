@@ -114,6 +114,18 @@ def _artifact(client, run_id: str, name: str) -> str:
     return client.download_artifacts(run_id, name)
 
 
+def _logged_image(client, run_id: str, name: str):
+    """A run's PNG artifact as an ``(H, W, 3)`` uint8 array, or None when the run has no readable such file."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(_artifact(client, run_id, name)) as image:
+            return np.asarray(image.convert("RGB"))
+    except Exception:  # noqa: BLE001  (any artifact store error: the caller leaves the row out)
+        return None
+
+
 def _artifact_text(client, run_id: str, name: str) -> str:
     with open(_artifact(client, run_id, name), encoding="utf-8") as handle:
         return handle.read()
@@ -146,14 +158,11 @@ def face_strips(uri: str | None, rows: list[Row], faces: int) -> dict[str, str |
     """``faces.md`` and ``faces/<row>.png``: the first ``faces`` evaluated images of every row (input, true and
     predicted depth, true and predicted normals), cut from the sample grid its run logged."""
     import numpy as np
-    from PIL import Image
 
     client, files, lines = tracking.client(uri), {}, []
     for r in rows:
-        try:
-            with Image.open(_artifact(client, r.run_id, SAMPLE_GRID)) as image:
-                grid = np.asarray(image.convert("RGB"))
-        except Exception:  # noqa: BLE001  (a run logged without samples: the row is left out)
+        grid = _logged_image(client, r.run_id, SAMPLE_GRID)
+        if grid is None:  # a run logged without samples: the row is left out
             continue
         name = f"faces/{_slug(f'{r.method}-{r.label}')}.png"
         files[name] = _png(np.ascontiguousarray(_crop_faces(grid, faces)))
@@ -259,14 +268,11 @@ def rotation_strips(uri: str | None, rows: list[RotationRow], faces: int) -> tup
     """``rotations/<row>.png``: the first ``faces`` sources of every row's logged strip (source, then its rotations
     from the lowest to the highest requested yaw), and the markdown lines that show them."""
     import numpy as np
-    from PIL import Image
 
     client, files, lines = tracking.client(uri), {}, []
     for r in rows:
-        try:
-            with Image.open(_artifact(client, r.run_id, ROTATION_STRIP)) as image:
-                grid = np.asarray(image.convert("RGB"))
-        except Exception:  # noqa: BLE001  (a run logged without its strip: the row is left out)
+        grid = _logged_image(client, r.run_id, ROTATION_STRIP)
+        if grid is None:  # a run logged without its strip: the row is left out
             continue
         if r.n_angles > 0:  # square tiles, 2-pixel gaps (core.images.grid); one row per source
             grid = grid[:2 + faces * ((grid.shape[1] - 2) // (r.n_angles + 1))]

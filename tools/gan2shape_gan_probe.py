@@ -169,17 +169,15 @@ class TrueViews:
     """synface_proc faces re-rendered by the dataset's renderer at pseudo views (the ``true`` refit targets)."""
 
     def __init__(self, rot_range_deg: float, data):
-        from benchmark.datasets.synface_proc import sample_shard
-
         self.rot_range, self.cfg = float(rot_range_deg), data.meta["config"]
         self.shard_size = int(self.cfg["shard_size"])
-        self.sample = lambda shard: sample_shard(self.cfg, "val", shard)
 
     def render(self, i: int, item: dict, model_view: torch.Tensor, pseudo):
         """Targets ``(N, 3, S, S)`` and the pseudo samples with their views' translation set to the image's."""
         from benchmark.datasets.sdf_faces import render_faces, rotation_matrices
+        from benchmark.datasets.synface_proc import sample_shard
 
-        shard = self.sample(i // self.shard_size)
+        shard = sample_shard(self.cfg, "val", i // self.shard_size)
         n, size = pseudo.views.shape[0], item["image"].shape[-1]
         # methods' view (pitch, yaw, roll) / rot_range -> the dataset's (yaw, pitch, roll) degrees
         turn = (pseudo.views[:, :3] - model_view[:, :3]) * self.rot_range
