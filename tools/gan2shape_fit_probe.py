@@ -30,11 +30,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import imageio.v3 as iio
 import torch
 
 from benchmark.config import compose
 from benchmark.runner import method_args, open_split
 from methods.base import PrepareContext
+from methods.common.gan_recipe import image_grid
 from methods.gan2shape import fitting, steps
 from methods.gan2shape.fitting import ImageTask, fit_image
 from methods.gan2shape.method import GAN2Shape, save_networks
@@ -98,59 +100,49 @@ def main() -> None:
 
     fitting.step3 = step3
     ds = open_split(cfg, "val", args.n)
-    current = {}  # the image being fitted (index, item) and the model's view of it at the latest pseudo samples
+    current = {}  # the image being fitted (index, item, saved) and the model's view of it at the latest pseudo samples
+    full_make_pseudo, full_step2 = fitting.make_pseudo, fitting.step2
+    truth = None
     if args.collect == "true":
         from gan2shape_gan_probe import TrueViews
 
         truth = TrueViews(method.geom.renderer.rot_range_deg, ds)
-        full_make_pseudo, full_step2 = fitting.make_pseudo, fitting.step2
 
-        def make_pseudo(canon, *a, **k):
-            current["view"] = canon.view
-            return full_make_pseudo(canon, *a, **k)
+    def make_pseudo(canon, *a, **k):
+        current["view"] = canon.view
+        return full_make_pseudo(canon, *a, **k)
 
-        def step2(nets, G, w, gan_image, pseudo, hp, disc_feature):
-            if torch.is_grad_enabled():  # training E (Step 2): unchanged
-                return full_step2(nets, G, w, gan_image, pseudo, hp, disc_feature)
+    def targets(nets, G, w, gan_image, pseudo, hp) -> torch.Tensor:
+        """What the collect pass gives Step 3 for ``pseudo`` under ``args.collect``."""
+        if args.collect == "gan":
+            return full_step2(nets, G, w, gan_image, pseudo, hp, None)[1]
+        if args.collect == "pseudo":
+            return pseudo.images
+        if args.collect == "true":
             images, moved = truth.render(current["index"], current["item"], current["view"], pseudo)
             pseudo.masks.copy_(moved.masks)  # the collect pass keeps these tensors for Step 3
             pseudo.views.copy_(moved.views)
-            return None, images
+            return images
+        if args.collect == "refined":
+            delta_w = steps.project(nets, G, w, pseudo.images, gan_image, hp)[1]
+        else:  # free
+            delta_w = w.new_zeros(pseudo.images.shape[0], w.shape[1])
+        return steps.refine_projection(G, w, delta_w, pseudo.images, pseudo.masks, hp, args.refine_steps,
+                                       args.refine_lr, method.disc_feature)
 
-        fitting.make_pseudo, fitting.step2 = make_pseudo, step2
-    elif args.collect in ("refined", "free", "pseudo"):
-        full_step2 = fitting.step2
+    def step2(nets, G, w, gan_image, pseudo, hp, disc_feature):
+        if torch.is_grad_enabled():  # training E (Step 2): unchanged
+            return full_step2(nets, G, w, gan_image, pseudo, hp, disc_feature)
+        images = targets(nets, G, w, gan_image, pseudo, hp)  # the collect pass
+        if args.save_collect and not current["saved"]:
+            current["saved"] = True
+            grid = image_grid(torch.cat([pseudo.images, images]), nrow=pseudo.images.shape[0])
+            iio.imwrite(Path(args.save_collect) / f"{current['item']['name']}_{args.collect}.png", grid)
+        return None, images
 
-        def step2(nets, G, w, gan_image, pseudo, hp, disc_feature):
-            if torch.is_grad_enabled():
-                return full_step2(nets, G, w, gan_image, pseudo, hp, disc_feature)
-            if args.collect == "pseudo":
-                return None, pseudo.images
-            if args.collect == "refined":
-                _, delta_w = steps.project(nets, G, w, pseudo.images, gan_image, hp)
-            else:
-                delta_w = w.new_zeros(pseudo.images.shape[0], w.shape[1])
-            return None, steps.refine_projection(G, w, delta_w, pseudo.images, pseudo.masks, hp, args.refine_steps,
-                                                 args.refine_lr, method.disc_feature)
-
-        fitting.step2 = step2
+    fitting.make_pseudo, fitting.step2 = make_pseudo, step2
     if args.save_collect:
-        import imageio.v3 as iio
-
-        from methods.common.gan_recipe import image_grid
-
         Path(args.save_collect).mkdir(parents=True, exist_ok=True)
-        collect_step2 = fitting.step2
-
-        def step2(nets, G, w, gan_image, pseudo, hp, disc_feature):
-            out = collect_step2(nets, G, w, gan_image, pseudo, hp, disc_feature)
-            if not torch.is_grad_enabled() and not current.get("saved"):
-                current["saved"] = True
-                grid = image_grid(torch.cat([pseudo.images, out[1]]), nrow=pseudo.images.shape[0])
-                iio.imwrite(Path(args.save_collect) / f"{current['item']['name']}_{args.collect}.png", grid)
-            return out
-
-        fitting.step2 = step2
     pairs, traces, start = [], [], time.time()
     for i in range(len(ds)):
         item = ds[i]
