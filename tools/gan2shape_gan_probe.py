@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from benchmark import runner
 from benchmark.config import compose
+from benchmark.datasets.synface_proc import SynfaceProc, sample_shard
 from methods.base import PrepareContext
 from methods.common.shape_prior import shape_prior_depth
 from methods.common.yaw import load_yaw_regressor, predict_yaw
@@ -135,7 +136,7 @@ def refit(n: int, overrides: list[str], kinds: tuple[str, ...] = ("none", "gan",
     data, method = setup(n, overrides)
     geom, hp = method.geom, method.hp
     totals: dict[str, list[tuple[float, float]]] = {"before": []}
-    synface = type(data).__name__ == "SynfaceProc"
+    synface = isinstance(data, SynfaceProc)
     truth = TrueViews(method.geom.renderer.rot_range_deg, data) if synface and "true" in kinds else None
 
     def score(view_depth, valid, item) -> tuple[float, float]:
@@ -171,13 +172,15 @@ class TrueViews:
     def __init__(self, rot_range_deg: float, data):
         self.rot_range, self.cfg = float(rot_range_deg), data.meta["config"]
         self.shard_size = int(self.cfg["shard_size"])
+        self.shard_params: dict[int, object] = {}  # face parameters per val shard, drawn once (about 1-2 s a shard)
 
     def render(self, i: int, item: dict, model_view: torch.Tensor, pseudo):
         """Targets ``(N, 3, S, S)`` and the pseudo samples with their views' translation set to the image's."""
         from benchmark.datasets.sdf_faces import render_faces, rotation_matrices
-        from benchmark.datasets.synface_proc import sample_shard
 
-        shard = sample_shard(self.cfg, "val", i // self.shard_size)
+        shard = i // self.shard_size
+        if shard not in self.shard_params:
+            self.shard_params[shard] = sample_shard(self.cfg, "val", shard)["params"]
         n, size = pseudo.views.shape[0], item["image"].shape[-1]
         # methods' view (pitch, yaw, roll) / rot_range -> the dataset's (yaw, pitch, roll) degrees
         turn = (pseudo.views[:, :3] - model_view[:, :3]) * self.rot_range
@@ -187,7 +190,7 @@ class TrueViews:
                              torch.stack([lx, ly, torch.ones_like(lx)], 1))
         light = torch.stack([(ka + 1) / 2, (kd + 1) / 2, l_cam[:, 0] / l_cam[:, 2].clamp_min(1e-3),
                              l_cam[:, 1] / l_cam[:, 2].clamp_min(1e-3)], 1).float()
-        params = torch.as_tensor(shard["params"][i % self.shard_size])[None].repeat(n, 1)
+        params = torch.as_tensor(self.shard_params[shard][i % self.shard_size])[None].repeat(n, 1)
         with torch.no_grad():
             out = render_faces(params, view_deg, light, torch.full((n, 3, size, size), 0.5), size)
         images = out["rgb"].permute(0, 3, 1, 2).float() / 127.5 - 1.0
